@@ -1,0 +1,216 @@
+package channel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/yamux"
+)
+
+// DialOptions configures Dial. The zero value is ready to use.
+type DialOptions struct {
+	// Token, if set, is sent as "Authorization: Bearer <token>".
+	Token string
+	// Header holds extra HTTP headers for the WebSocket handshake.
+	Header http.Header
+	// Dialer is the WebSocket dialer; default websocket.DefaultDialer.
+	Dialer *websocket.Dialer
+	// KeepAliveInterval is how often the client pings; default 30s.
+	KeepAliveInterval time.Duration
+	// WriteTimeout bounds every write; default 10s.
+	WriteTimeout time.Duration
+	// Logger receives the session's debug logs; default none.
+	Logger *slog.Logger
+}
+
+// Session is a client's connection: one WebSocket carrying one yamux client
+// session. Its methods may be called from any goroutine.
+type Session struct {
+	conn *wsConn
+	ys   *yamux.Session
+	// Subprotocol is the WebSocket subprotocol the server selected.
+	Subprotocol string
+}
+
+// Dial connects to a signalchannel server at url (ws:// or wss://, path
+// /v1/channel) and starts the yamux session. It blocks until the WebSocket
+// handshake completes or ctx ends.
+func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
+	d := opts.Dialer
+	if d == nil {
+		d = websocket.DefaultDialer
+	}
+	dd := *d
+	dd.Subprotocols = []string{Subprotocol}
+	hdr := http.Header{}
+	for k, v := range opts.Header {
+		hdr[k] = v
+	}
+	if opts.Token != "" {
+		hdr.Set("Authorization", "Bearer "+opts.Token)
+	}
+	ws, resp, err := dd.DialContext(ctx, url, hdr)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("channel: dial %s: %w (HTTP %s)", url, err, resp.Status)
+		}
+		return nil, fmt.Errorf("channel: dial %s: %w", url, err)
+	}
+	cfg := Config{KeepAliveInterval: opts.KeepAliveInterval, WriteTimeout: opts.WriteTimeout}.withDefaults()
+	log := opts.Logger
+	if log == nil {
+		log = discardLogger
+	}
+	conn := newWSConn(ws, cfg.WriteTimeout)
+	ys, err := yamux.Client(conn, cfg.yamuxConfig(log))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &Session{conn: conn, ys: ys, Subprotocol: ws.Subprotocol()}, nil
+}
+
+// Close ends the session with close code 1000; its streams end at once.
+func (s *Session) Close() error { return s.ys.Close() }
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.ys.CloseChan() }
+
+// CloseReason returns the WebSocket close code and reason the server sent
+// when it ended the session (PROTOCOL.md section 6: 1001 shutting down,
+// 4400 protocol violation, 4401 credentials, 4429 limit), or 0 and "" if it
+// sent none or the session is still open.
+func (s *Session) CloseReason() (code int, reason string) {
+	if ce := s.conn.peerCloseError(); ce != nil {
+		return ce.Code, ce.Text
+	}
+	return 0, ""
+}
+
+// maxReplyBytes bounds a reply line.
+const maxReplyBytes = 64 << 10
+
+// Open opens a stream, sends header as its first line and reads the reply.
+// header is marshalled as JSON, except a []byte, which is sent as it is
+// (the newline is added). A failure reply is returned as an *Error carrying
+// the protocol code; the stream is then closed. Open blocks until the reply
+// arrives (for a relay, until it is paired) or ctx ends, which resets the
+// stream.
+func (s *Session) Open(ctx context.Context, header any) (*Stream, Reply, error) {
+	var line []byte
+	switch h := header.(type) {
+	case []byte:
+		line = append(append([]byte(nil), h...), '\n')
+	default:
+		b, err := json.Marshal(h)
+		if err != nil {
+			return nil, Reply{}, fmt.Errorf("channel: header: %w", err)
+		}
+		line = append(b, '\n')
+	}
+	st, err := s.OpenStream()
+	if err != nil {
+		return nil, Reply{}, err
+	}
+	stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	fail := func(err error) (*Stream, Reply, error) {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		st.Reset()
+		st.Close()
+		return nil, Reply{}, err
+	}
+	if _, err := st.Write(line); err != nil {
+		return fail(err)
+	}
+	rl, err := st.readLine(maxReplyBytes)
+	if err != nil {
+		return fail(fmt.Errorf("channel: reading reply: %w", err))
+	}
+	if !stop() {
+		return fail(ctx.Err())
+	}
+	reply, err := parseReply(rl)
+	if err != nil {
+		var perr *Error
+		if errors.As(err, &perr) {
+			st.Close()
+			return nil, reply, err
+		}
+		return fail(err)
+	}
+	return st, reply, nil
+}
+
+// OpenStream opens a stream without sending a header: the caller writes the
+// header line and reads the reply itself.
+func (s *Session) OpenStream() (*Stream, error) {
+	ys, err := s.ys.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("channel: open stream: %w", err)
+	}
+	return newStream(ys, s.conn), nil
+}
+
+// Echo joins the echo namespace and returns the member, after the server
+// accepted it.
+func (s *Session) Echo(ctx context.Context, namespace string) (*Echo, error) {
+	st, reply, err := s.Open(ctx, Header{Endpoint: EndpointEcho, Namespace: namespace})
+	if err != nil {
+		return nil, err
+	}
+	max := reply.MaxFrame
+	if max <= 0 {
+		max = DefaultMaxFrame
+	}
+	return &Echo{st: st, max: max}, nil
+}
+
+// Echo is a member of an echo namespace (PROTOCOL.md section 3). Send and
+// Recv may be called from two goroutines at once.
+type Echo struct {
+	st  *Stream
+	max int
+	mu  sync.Mutex
+	buf []byte
+}
+
+// MaxFrame is the largest frame the server accepts.
+func (e *Echo) MaxFrame() int { return e.max }
+
+// Send writes one frame. Every member, this one included, receives it whole.
+// A frame longer than MaxFrame is refused here with ErrFrameTooLarge.
+func (e *Echo) Send(p []byte) error {
+	if len(p) > e.max {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrFrameTooLarge, len(p), e.max)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.buf = AppendFrame(e.buf[:0], p)
+	_, err := e.st.Write(e.buf)
+	if cap(e.buf) > 4<<10 {
+		e.buf = nil
+	}
+	return err
+}
+
+// Recv returns the next frame of the namespace. It returns io.EOF after
+// Close, once the server has sent what was queued, and ErrStreamReset if the
+// server dropped this member (too slow, or a frame too large).
+func (e *Echo) Recv() ([]byte, error) { return ReadFrame(e.st, e.max) }
+
+// Close leaves the namespace gracefully: the server stops sending new frames,
+// delivers what it had queued, then ends the stream (Recv returns io.EOF).
+func (e *Echo) Close() error { return e.st.Close() }
+
+// Stream returns the underlying stream.
+func (e *Echo) Stream() *Stream { return e.st }

@@ -1,0 +1,183 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Config tunes a Handler. The zero value of a field means its default;
+// DefaultConfig returns them all. Validate reports a bad value.
+type Config struct {
+	// MaxStreams is how many streams one session may have open at once;
+	// one more gets a `limit` reply. Default 64.
+	MaxStreams int
+	// HeaderTimeout is how long a new stream has to send its header line;
+	// a late one gets a `timeout` reply. Default 10s.
+	HeaderTimeout time.Duration
+	// MaxMessageBytes is the WebSocket read limit: the longest binary
+	// message a client may send. Default 1 MiB.
+	MaxMessageBytes int64
+	// KeepAliveInterval is how often the server pings each session; a
+	// session that does not answer within WriteTimeout is closed.
+	// Default 30s.
+	KeepAliveInterval time.Duration
+	// WriteTimeout bounds every write to a client. Default 10s.
+	WriteTimeout time.Duration
+	// AcceptBacklog is how many opened streams yamux queues before the
+	// server accepts them; past it, new streams are reset. Default 64.
+	AcceptBacklog int
+	// StreamOpenTimeout bounds a stream open waiting for the peer's ACK.
+	// Default 15s.
+	StreamOpenTimeout time.Duration
+	// StreamCloseTimeout is how long a half-closed stream waits for the
+	// peer's FIN before it is reset; it also bounds how long a rejected
+	// stream is drained. Default 30s.
+	StreamCloseTimeout time.Duration
+	// AllowedOrigins lists the Origin values a browser may connect from:
+	// exact origins ("https://app.example.com") or patterns with one "*"
+	// ("https://*.example.com"). Empty allows every origin (credentials
+	// are tokens, not cookies). Requests without Origin are always allowed.
+	AllowedOrigins []string
+	// MaxPingsPerSecond is how many pings a session may send per second
+	// before it is closed with 4400. Default 10.
+	MaxPingsPerSecond int
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxStreams         = 64
+	DefaultHeaderTimeout      = 10 * time.Second
+	DefaultMaxMessageBytes    = 1 << 20
+	DefaultKeepAliveInterval  = 30 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultAcceptBacklog      = 64
+	DefaultStreamOpenTimeout  = 15 * time.Second
+	DefaultStreamCloseTimeout = 30 * time.Second
+	DefaultMaxPingsPerSecond  = 10
+)
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		MaxStreams:         DefaultMaxStreams,
+		HeaderTimeout:      DefaultHeaderTimeout,
+		MaxMessageBytes:    DefaultMaxMessageBytes,
+		KeepAliveInterval:  DefaultKeepAliveInterval,
+		WriteTimeout:       DefaultWriteTimeout,
+		AcceptBacklog:      DefaultAcceptBacklog,
+		StreamOpenTimeout:  DefaultStreamOpenTimeout,
+		StreamCloseTimeout: DefaultStreamCloseTimeout,
+		MaxPingsPerSecond:  DefaultMaxPingsPerSecond,
+		Logger:             slog.Default(),
+	}
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setDefault(&c.MaxStreams, d.MaxStreams)
+	setDefault(&c.HeaderTimeout, d.HeaderTimeout)
+	setDefault(&c.MaxMessageBytes, d.MaxMessageBytes)
+	setDefault(&c.KeepAliveInterval, d.KeepAliveInterval)
+	setDefault(&c.WriteTimeout, d.WriteTimeout)
+	setDefault(&c.AcceptBacklog, d.AcceptBacklog)
+	setDefault(&c.StreamOpenTimeout, d.StreamOpenTimeout)
+	setDefault(&c.StreamCloseTimeout, d.StreamCloseTimeout)
+	setDefault(&c.MaxPingsPerSecond, d.MaxPingsPerSecond)
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Validate reports the first field with an impossible value.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	positive := func(name string, ok bool) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("channel: %s must be positive", name))
+		}
+	}
+	positive("MaxStreams", c.MaxStreams > 0)
+	positive("HeaderTimeout", c.HeaderTimeout > 0)
+	positive("KeepAliveInterval", c.KeepAliveInterval > 0)
+	positive("WriteTimeout", c.WriteTimeout > 0)
+	positive("AcceptBacklog", c.AcceptBacklog > 0)
+	positive("StreamOpenTimeout", c.StreamOpenTimeout > 0)
+	positive("StreamCloseTimeout", c.StreamCloseTimeout > 0)
+	positive("MaxPingsPerSecond", c.MaxPingsPerSecond > 0)
+	if c.MaxMessageBytes < yamuxHeaderSize+streamWindow {
+		errs = append(errs, fmt.Errorf("channel: MaxMessageBytes must be at least %d (one whole yamux frame)", yamuxHeaderSize+streamWindow))
+	}
+	for _, o := range c.AllowedOrigins {
+		if strings.Count(o, "*") > 1 || o == "" {
+			errs = append(errs, fmt.Errorf("channel: allowed origin %q: want an origin with at most one \"*\"", o))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// yamuxConfig returns the yamux settings for a session.
+func (c Config) yamuxConfig(log *slog.Logger) *yamux.Config {
+	return &yamux.Config{
+		AcceptBacklog:          c.AcceptBacklog,
+		EnableKeepAlive:        true,
+		KeepAliveInterval:      c.KeepAliveInterval,
+		ConnectionWriteTimeout: c.WriteTimeout,
+		MaxStreamWindowSize:    streamWindow,
+		StreamOpenTimeout:      c.StreamOpenTimeout,
+		StreamCloseTimeout:     c.StreamCloseTimeout,
+		Logger:                 yamuxLogger{log},
+	}
+}
+
+// checkOrigin implements AllowedOrigins.
+func (c Config) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(c.AllowedOrigins) == 0 {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	origin = strings.ToLower(u.Scheme + "://" + u.Host)
+	for _, pat := range c.AllowedOrigins {
+		if ok, _ := path.Match(strings.ToLower(pat), origin); ok || strings.EqualFold(pat, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// yamuxLogger sends yamux's log lines to slog at debug level: they describe
+// one misbehaving session, not the server.
+type yamuxLogger struct{ log *slog.Logger }
+
+func (l yamuxLogger) Print(v ...any)                 { l.log.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+func (l yamuxLogger) Printf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l yamuxLogger) Println(v ...any)               { l.log.Debug(strings.TrimSpace(fmt.Sprintln(v...))) }
+
+var _ yamux.Logger = yamuxLogger{}
+
+// discardLogger is for clients that pass no logger.
+var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))

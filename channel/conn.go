@@ -1,0 +1,424 @@
+package channel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// yamux framing (hashicorp/yamux spec.md, version 0).
+const (
+	yamuxHeaderSize = 12
+	yamuxVersion    = 0
+
+	typeData         = 0
+	typeWindowUpdate = 1
+	typePing         = 2
+	typeGoAway       = 3
+
+	flagSYN = 1
+	flagACK = 2
+	flagFIN = 4
+	flagRST = 8
+
+	// streamWindow is the yamux stream window: no data frame may be longer.
+	streamWindow = 256 << 10
+)
+
+// WebSocket close codes of PROTOCOL.md section 6.
+const (
+	CloseNormal        = websocket.CloseNormalClosure   // 1000
+	CloseGoingAway     = websocket.CloseGoingAway       // 1001
+	CloseUnsupported   = websocket.CloseUnsupportedData // 1003
+	CloseProtocolError = 4400
+	CloseUnauthorized  = 4401
+	CloseLimit         = 4429
+)
+
+// resetRing is how many recently reset stream ids a conn remembers, to drop
+// frames yamux still sends for them.
+const resetRing = 32
+
+// wsConn turns a WebSocket into the byte stream yamux runs on. yamux's
+// receive goroutine is its one reader and yamux's send goroutine its one
+// writer; Stream.Reset also writes, under the same lock.
+//
+// It scans the yamux frames going both ways: to send each frame (header and
+// body, which yamux writes separately) as one WebSocket message, to refuse
+// protocol violations before yamux sees them, to tell streams that they were
+// reset, and to reset a stream, which hashicorp/yamux cannot do by itself:
+// an RST goes to the peer and a copy is handed to the local yamux as if the
+// peer had sent it.
+type wsConn struct {
+	ws           *websocket.Conn
+	writeTimeout time.Duration
+	// onPing, if set, is called for each ping the peer sends; returning
+	// false closes the session as a protocol violation.
+	onPing func() bool
+
+	// read side, owned by yamux's receive goroutine
+	msg io.Reader // the WebSocket message being read, nil between messages
+	in  frameScan
+
+	injectMu  sync.Mutex
+	inject    []byte // whole frames for yamux, handed over at a frame boundary
+	hasInject atomic.Bool
+
+	// write side
+	wmu     sync.Mutex // serialises WebSocket data writes
+	pending []byte     // the frame yamux is writing, until it is whole
+	resets  [resetRing]uint32
+	resetAt int
+
+	watchMu sync.Mutex
+	watches map[uint32]chan struct{}
+	closed  chan struct{}
+
+	peerMu    sync.Mutex
+	peerClose *websocket.CloseError // the close message the peer sent, if any
+
+	closeOnce   sync.Once
+	statusMu    sync.Mutex
+	closeCode   int
+	closeReason string
+}
+
+func newWSConn(ws *websocket.Conn, writeTimeout time.Duration) *wsConn {
+	return &wsConn{
+		ws:           ws,
+		writeTimeout: writeTimeout,
+		closed:       make(chan struct{}),
+	}
+}
+
+// frameScan follows frame boundaries in a byte stream.
+type frameScan struct {
+	hdr  [yamuxHeaderSize]byte
+	n    int    // header bytes seen
+	body uint32 // body bytes still to come
+}
+
+func (f *frameScan) atBoundary() bool { return f.n == 0 && f.body == 0 }
+
+// Read hands yamux the bytes of the binary messages, never more than up to
+// the next frame boundary, so that frames to inject can be slotted in.
+func (c *wsConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if c.in.atBoundary() && c.hasInject.Load() {
+			if n := c.takeInject(p); n > 0 {
+				return n, nil
+			}
+		}
+		if c.msg == nil {
+			mt, r, err := c.ws.NextReader()
+			if err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					c.peerMu.Lock()
+					c.peerClose = ce
+					c.peerMu.Unlock()
+				}
+				return 0, err
+			}
+			if mt != websocket.BinaryMessage {
+				c.setCloseStatus(CloseUnsupported, "text messages are not allowed: send binary messages")
+				return 0, ErrTextMessage
+			}
+			c.msg = r
+		}
+		want := len(p)
+		if c.in.body > 0 {
+			want = int(min(uint32(want), c.in.body))
+		} else {
+			want = min(want, yamuxHeaderSize-c.in.n)
+		}
+		n, err := c.msg.Read(p[:want])
+		if err == io.EOF {
+			c.msg = nil
+			err = nil
+		}
+		if n > 0 {
+			if verr := c.scanIn(p[:n]); verr != nil {
+				return 0, verr
+			}
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+// scanIn follows the inbound frames in p, which never crosses a boundary.
+func (c *wsConn) scanIn(p []byte) error {
+	f := &c.in
+	if f.body > 0 {
+		f.body -= uint32(len(p))
+		return nil
+	}
+	f.n += copy(f.hdr[f.n:], p)
+	if f.n < yamuxHeaderSize {
+		return nil
+	}
+	f.n = 0
+	h := f.hdr[:]
+	version, typ, flags := h[0], h[1], binary.BigEndian.Uint16(h[2:4])
+	id, length := binary.BigEndian.Uint32(h[4:8]), binary.BigEndian.Uint32(h[8:12])
+	if version != yamuxVersion {
+		return c.violation(fmt.Sprintf("unsupported yamux version %d", version))
+	}
+	switch typ {
+	case typeData:
+		if length > streamWindow {
+			return c.violation(fmt.Sprintf("yamux data frame of %d bytes exceeds the %d byte stream window", length, streamWindow))
+		}
+		f.body = length
+	case typeWindowUpdate:
+	case typePing:
+		if flags&flagSYN != 0 && c.onPing != nil && !c.onPing() {
+			return c.violation("too many yamux pings")
+		}
+		return nil
+	case typeGoAway:
+		return nil
+	default:
+		return c.violation(fmt.Sprintf("unknown yamux frame type %d", typ))
+	}
+	if flags&flagSYN != 0 {
+		c.watchOpen(id)
+	}
+	if flags&flagRST != 0 {
+		c.watchFire(id, false)
+	}
+	return nil
+}
+
+func (c *wsConn) violation(reason string) error {
+	c.setCloseStatus(CloseProtocolError, reason)
+	return fmt.Errorf("%w: %s", ErrProtocol, reason)
+}
+
+func (c *wsConn) takeInject(p []byte) int {
+	c.injectMu.Lock()
+	defer c.injectMu.Unlock()
+	n := copy(p, c.inject)
+	c.inject = c.inject[n:]
+	if len(c.inject) == 0 {
+		c.inject = nil
+		c.hasInject.Store(false)
+	}
+	return n
+}
+
+// Write takes what yamux's send goroutine writes (a frame's header, then its
+// body) and sends every whole frame as one binary message.
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.pending = append(c.pending, p...)
+	for len(c.pending) >= yamuxHeaderSize {
+		h := c.pending[:yamuxHeaderSize]
+		size := yamuxHeaderSize
+		if h[1] == typeData {
+			size += int(binary.BigEndian.Uint32(h[8:12]))
+		}
+		if len(c.pending) < size {
+			break
+		}
+		if err := c.sendFrame(c.pending[:size]); err != nil {
+			return 0, err
+		}
+		rest := copy(c.pending, c.pending[size:])
+		c.pending = c.pending[:rest]
+	}
+	if len(c.pending) == 0 && cap(c.pending) > 64<<10 {
+		c.pending = nil // do not keep a relay-sized buffer on an idle session
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) sendFrame(frame []byte) error {
+	typ, flags := frame[1], binary.BigEndian.Uint16(frame[2:4])
+	id := binary.BigEndian.Uint32(frame[4:8])
+	if typ == typeData || typ == typeWindowUpdate {
+		if flags&flagSYN != 0 {
+			c.watchOpen(id)
+		}
+		if flags&flagRST != 0 {
+			c.watchFire(id, true)
+		}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if id != 0 && (typ == typeData || typ == typeWindowUpdate) && c.wasReset(id) {
+		return nil // the peer was told the stream is gone
+	}
+	return c.writeMessage(frame)
+}
+
+// writeMessage sends one binary message; wmu must be held.
+func (c *wsConn) writeMessage(b []byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return err
+	}
+	return c.ws.WriteMessage(websocket.BinaryMessage, b)
+}
+
+// wasReset reports whether id was reset lately; wmu must be held.
+func (c *wsConn) wasReset(id uint32) bool {
+	for _, r := range c.resets {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+// resetStream sends an RST for stream id to the peer, hands one to the local
+// yamux at the next inbound frame boundary, and fires the stream's watch.
+// It may block while the WebSocket write completes (up to the write timeout).
+func (c *wsConn) resetStream(id uint32) error {
+	var rst [yamuxHeaderSize]byte
+	rst[1] = typeWindowUpdate
+	binary.BigEndian.PutUint16(rst[2:4], flagRST)
+	binary.BigEndian.PutUint32(rst[4:8], id)
+
+	c.injectMu.Lock()
+	c.inject = append(c.inject, rst[:]...)
+	c.hasInject.Store(true)
+	c.injectMu.Unlock()
+	c.watchFire(id, false)
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.resets[c.resetAt] = id
+	c.resetAt = (c.resetAt + 1) % resetRing
+	return c.writeMessage(rst[:])
+}
+
+// watchOpen starts watching stream id, on the SYN that opens it.
+func (c *wsConn) watchOpen(id uint32) {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.watches == nil {
+		select {
+		case <-c.closed:
+			return
+		default:
+		}
+		c.watches = make(map[uint32]chan struct{})
+	}
+	if _, ok := c.watches[id]; !ok {
+		c.watches[id] = make(chan struct{})
+	}
+}
+
+// watch returns the channel closed when stream id is reset or the conn
+// closes. Call it only for a stream that yamux handed over.
+func (c *wsConn) watch(id uint32) <-chan struct{} {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	select {
+	case <-c.closed:
+		return c.closed
+	default:
+	}
+	ch, ok := c.watches[id]
+	if !ok {
+		// A stream whose SYN was seen always has an entry; this only
+		// happens for a stream released already.
+		ch = make(chan struct{})
+		close(ch)
+	}
+	return ch
+}
+
+// watchFire closes stream id's watch. An RST we send ends our interest in
+// the stream (forget); one the peer sends keeps the entry, closed, until the
+// stream is released, since its owner may not have asked for it yet.
+func (c *wsConn) watchFire(id uint32, forget bool) {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	ch, ok := c.watches[id]
+	if !ok {
+		return
+	}
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+	if forget {
+		delete(c.watches, id)
+	}
+}
+
+// release forgets stream id's watch.
+func (c *wsConn) release(id uint32) {
+	c.watchMu.Lock()
+	delete(c.watches, id)
+	c.watchMu.Unlock()
+}
+
+// setCloseStatus records the close code to send; the first one set wins.
+func (c *wsConn) setCloseStatus(code int, reason string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if c.closeCode == 0 {
+		c.closeCode, c.closeReason = code, reason
+	}
+}
+
+// Close sends a close message with the recorded code (1000 if none), without
+// waiting for the peer's, closes the connection and fires every watch.
+// yamux calls it when the session ends.
+func (c *wsConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.setCloseStatus(CloseNormal, "")
+		c.statusMu.Lock()
+		code, reason := c.closeCode, c.closeReason
+		c.statusMu.Unlock()
+		if len(reason) > 120 {
+			reason = reason[:120]
+		}
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+		err = c.ws.Close()
+		c.watchMu.Lock()
+		close(c.closed)
+		for _, ch := range c.watches {
+			select {
+			case <-ch:
+			default:
+				close(ch)
+			}
+		}
+		c.watches = nil
+		c.watchMu.Unlock()
+	})
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return err
+}
+
+// peerCloseError returns the close message the peer sent, or nil.
+func (c *wsConn) peerCloseError() *websocket.CloseError {
+	c.peerMu.Lock()
+	defer c.peerMu.Unlock()
+	return c.peerClose
+}
+
+// closeStatus returns the close code and reason the conn sent or will send.
+func (c *wsConn) closeStatus() (int, string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	return c.closeCode, c.closeReason
+}

@@ -1,0 +1,66 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a protocol error code (PROTOCOL.md section 2). It is what a client
+// sees; Go error strings never reach the wire.
+type Code string
+
+// The error codes of PROTOCOL.md section 2.
+const (
+	CodeBadHeader       Code = "bad_header"
+	CodeUnknownEndpoint Code = "unknown_endpoint"
+	CodeBadNamespace    Code = "bad_namespace"
+	CodeBadToken        Code = "bad_token"
+	CodeForbidden       Code = "forbidden"
+	CodeLimit           Code = "limit"
+	CodeTimeout         Code = "timeout"
+	CodeConflict        Code = "conflict"
+	CodeInternal        Code = "internal"
+)
+
+// Error is a protocol error: a code from PROTOCOL.md and a message a person
+// can act on. The server sends it as a failure reply; the client returns it
+// from Session.Open and friends, so callers can test it with errors.As.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+// Errorf returns an *Error with the code and a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func (e *Error) Error() string {
+	return "signalchannel: " + string(e.Code) + ": " + e.Message
+}
+
+// Is reports whether target is an *Error with the same code, so that
+// errors.Is(err, &channel.Error{Code: channel.CodeLimit}) works.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+}
+
+// Sentinel errors of the transport.
+var (
+	// ErrStreamReset is returned by Stream reads and writes once the stream
+	// was reset by either side.
+	ErrStreamReset = errors.New("channel: stream reset")
+	// ErrFrameTooLarge is returned by ReadFrame for a frame longer than the
+	// limit; nothing of the frame has been consumed past its length prefix.
+	ErrFrameTooLarge = errors.New("channel: frame too large")
+	// ErrServerClosed is returned by Handler methods after Shutdown.
+	ErrServerClosed = errors.New("channel: server closed")
+	// ErrBadReply is returned by the client when the server's reply line is
+	// not the JSON object PROTOCOL.md describes.
+	ErrBadReply = errors.New("channel: malformed reply line")
+	// ErrProtocol marks a yamux protocol violation by the peer (close 4400).
+	ErrProtocol = errors.New("channel: yamux protocol violation")
+	// ErrTextMessage marks a text WebSocket message (close 1003).
+	ErrTextMessage = errors.New("channel: text message received")
+)

@@ -1,0 +1,352 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/yamux"
+)
+
+// Subprotocol is the WebSocket subprotocol the server selects when offered.
+const Subprotocol = "signalchannel.v1"
+
+// Endpoint serves the streams whose header names it. ServeStream runs in the
+// stream's own goroutine; it must call s.Accept or s.Reject before writing
+// anything else, and return when it is done with the stream (the handler
+// then half-closes it). ctx ends when the session ends or the server shuts
+// down.
+type Endpoint interface {
+	ServeStream(ctx context.Context, s *Stream, req *Request)
+}
+
+// EndpointFunc adapts a function to Endpoint.
+type EndpointFunc func(ctx context.Context, s *Stream, req *Request)
+
+// ServeStream calls f.
+func (f EndpointFunc) ServeStream(ctx context.Context, s *Stream, req *Request) { f(ctx, s, req) }
+
+// Request describes a stream to its endpoint.
+type Request struct {
+	// Header is the validated header line.
+	Header Header
+	// SessionID identifies the stream's session in logs.
+	SessionID string
+	// RemoteAddr is the client's address.
+	RemoteAddr string
+}
+
+// Authorizer decides whether a session may open a stream with header h. It
+// returns nil to allow, or the error to send (normally `forbidden`).
+type Authorizer func(ctx context.Context, h *Header) *Error
+
+// Handler is the server side: an http.Handler that upgrades each request to
+// a WebSocket, runs one yamux server session on it, reads each stream's
+// header and hands the stream to the endpoint it names.
+//
+// Register endpoints with Handle before serving. Shutdown closes every
+// session with 1001.
+type Handler struct {
+	cfg       Config
+	log       *slog.Logger
+	endpoints map[string]Endpoint
+	upgrader  websocket.Upgrader
+	ctx       context.Context
+	cancel    context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	closed   bool
+	wg       sync.WaitGroup
+
+	authorize Authorizer
+
+	nSessions atomic.Int64
+	nStreams  atomic.Int64
+}
+
+// NewHandler returns a Handler for cfg, which must be valid.
+func NewHandler(cfg Config) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Handler{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		endpoints: make(map[string]Endpoint),
+		ctx:       ctx,
+		cancel:    cancel,
+		sessions:  make(map[*session]struct{}),
+	}
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HeaderTimeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		Subprotocols:     []string{Subprotocol},
+		CheckOrigin:      cfg.checkOrigin,
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+	return h, nil
+}
+
+// Handle registers ep for the endpoint name. Call it before serving.
+func (h *Handler) Handle(name string, ep Endpoint) {
+	h.endpoints[name] = ep
+}
+
+// SetAuthorizer sets a, asked about every stream after its header is valid.
+func (h *Handler) SetAuthorizer(a Authorizer) { h.authorize = a }
+
+// Stats is a snapshot of the handler's counters.
+type Stats struct {
+	Sessions int64 // open sessions
+	Streams  int64 // streams being served
+}
+
+// Stats returns the current counters.
+func (h *Handler) Stats() Stats {
+	return Stats{Sessions: h.nSessions.Load(), Streams: h.nStreams.Load()}
+}
+
+// ServeHTTP upgrades the request and serves the session until it ends.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "this endpoint speaks WebSocket: connect with a WebSocket client (PROTOCOL.md section 1)", http.StatusUpgradeRequired)
+		return
+	}
+	h.mu.Lock()
+	closed := h.closed
+	if !closed {
+		h.wg.Add(1)
+	}
+	h.mu.Unlock()
+	if closed {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.wg.Done()
+
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		h.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ws.SetReadLimit(h.cfg.MaxMessageBytes)
+	sess := h.newSession(ws, r)
+	if sess == nil {
+		return
+	}
+	sess.serve()
+}
+
+// Shutdown stops accepting sessions, closes every session with 1001 and waits
+// for them to end, or for ctx.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	sessions := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		sessions = append(sessions, s)
+	}
+	h.mu.Unlock()
+	for _, s := range sessions {
+		s.close(CloseGoingAway, "server is shutting down")
+	}
+	h.cancel()
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// session is one WebSocket and its yamux server session.
+type session struct {
+	h      *Handler
+	id     string
+	remote string
+	log    *slog.Logger
+	conn   *wsConn
+	ys     *yamux.Session
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // stream goroutines
+
+	active    atomic.Int64 // streams counted against MaxStreams
+	rejecting atomic.Int64 // over-limit streams being answered
+	pings     pingMeter
+}
+
+func (h *Handler) newSession(ws *websocket.Conn, r *http.Request) *session {
+	id := uuid.NewString()
+	log := h.log.With("session", id)
+	conn := newWSConn(ws, h.cfg.WriteTimeout)
+	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn}
+	s.pings.limit = h.cfg.MaxPingsPerSecond
+	conn.onPing = s.pings.allow
+	ys, err := yamux.Server(conn, h.cfg.yamuxConfig(log))
+	if err != nil { // the config was validated; this is a bug
+		log.Error("yamux session", "err", err)
+		conn.setCloseStatus(websocket.CloseInternalServerErr, "internal error")
+		conn.Close()
+		return nil
+	}
+	s.ys = ys
+	s.ctx, s.cancel = context.WithCancel(h.ctx)
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		s.close(CloseGoingAway, "server is shutting down")
+		s.cancel()
+		return nil
+	}
+	h.sessions[s] = struct{}{}
+	h.mu.Unlock()
+	h.nSessions.Add(1)
+	log.Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
+	return s
+}
+
+func (s *session) close(code int, reason string) {
+	s.conn.setCloseStatus(code, reason)
+	s.ys.Close()
+}
+
+// serve accepts streams until the session ends, then waits for them.
+func (s *session) serve() {
+	defer func() {
+		s.ys.Close()
+		s.cancel()
+		s.wg.Wait()
+		s.h.mu.Lock()
+		delete(s.h.sessions, s)
+		s.h.mu.Unlock()
+		s.h.nSessions.Add(-1)
+		code, reason := s.conn.closeStatus()
+		s.log.Info("session closed", "code", code, "reason", reason)
+	}()
+	for {
+		ys, err := s.ys.AcceptStream()
+		if err != nil {
+			return
+		}
+		st := newStream(ys, s.conn)
+		if s.active.Load() >= int64(s.h.cfg.MaxStreams) {
+			if s.rejecting.Load() >= int64(s.h.cfg.MaxStreams) {
+				st.Reset() // flooding: no reply, no goroutine
+				st.Close()
+				continue
+			}
+			s.rejecting.Add(1)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer s.rejecting.Add(-1)
+				s.finish(st, Errorf(CodeLimit, "streams per session limit (%d) reached", s.h.cfg.MaxStreams))
+			}()
+			continue
+		}
+		s.active.Add(1)
+		s.wg.Add(1)
+		go s.serveStream(st)
+	}
+}
+
+// serveStream reads the header, validates it and runs the endpoint.
+func (s *session) serveStream(st *Stream) {
+	defer s.wg.Done()
+	defer s.active.Add(-1)
+	s.h.nStreams.Add(1)
+	defer s.h.nStreams.Add(-1)
+
+	st.SetReadDeadline(time.Now().Add(s.h.cfg.HeaderTimeout))
+	line, err := st.readLine(MaxHeaderBytes)
+	switch {
+	case err == nil:
+	case errors.Is(err, errLineTooLong):
+		s.finish(st, Errorf(CodeBadHeader, "header longer than %d bytes including the newline", MaxHeaderBytes))
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.finish(st, Errorf(CodeTimeout, "no header line within %s of opening the stream", s.h.cfg.HeaderTimeout))
+		return
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		s.finish(st, Errorf(CodeBadHeader, "stream closed before the header line's newline"))
+		return
+	default: // reset or session gone
+		st.Close()
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+
+	hdr, perr := ParseHeader(line, func(name string) bool { _, ok := s.h.endpoints[name]; return ok })
+	if perr != nil {
+		s.finish(st, perr)
+		return
+	}
+	if s.h.authorize != nil {
+		if aerr := s.h.authorize(s.ctx, &hdr); aerr != nil {
+			s.finish(st, aerr)
+			return
+		}
+	}
+	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote}
+	s.h.endpoints[hdr.Endpoint].ServeStream(s.ctx, st, req)
+	if !st.replied.Load() {
+		s.finish(st, Errorf(CodeInternal, "the endpoint ended the stream without an answer"))
+		return
+	}
+	if st.rejected.Load() {
+		s.finish(st, nil)
+		return
+	}
+	st.Close()
+}
+
+// finish answers st with e (unless nil: already answered), half-closes it
+// and discards what the client still sends, until its FIN or the stream
+// close timeout.
+func (s *session) finish(st *Stream, e *Error) {
+	if e != nil {
+		s.log.Debug("stream rejected", "stream", st.id, "code", e.Code, "message", e.Message)
+		st.Reject(e)
+	}
+	st.CloseWrite()
+	st.SetReadDeadline(time.Now().Add(s.h.cfg.StreamCloseTimeout))
+	io.Copy(io.Discard, st)
+	st.Close()
+}
+
+// pingMeter limits pings per second.
+type pingMeter struct {
+	mu     sync.Mutex
+	limit  int
+	second int64
+	count  int
+}
+
+func (p *pingMeter) allow() bool {
+	now := time.Now().Unix()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now != p.second {
+		p.second, p.count = now, 0
+	}
+	p.count++
+	return p.count <= p.limit
+}

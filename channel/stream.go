@@ -1,0 +1,202 @@
+package channel
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Stream is one yamux stream of a session, after its header line. It is a
+// net.Conn whose Close half-closes (FIN) and that can also be reset (RST).
+//
+// Read and Write may be called from two goroutines at once; Reset and
+// CloseWrite from any goroutine.
+type Stream struct {
+	ys   *yamux.Stream
+	conn *wsConn
+	id   uint32
+	done <-chan struct{}
+
+	pre      []byte // bytes read past the header or reply line
+	reset    atomic.Bool
+	replied  atomic.Bool
+	rejected atomic.Bool
+	closeW   sync.Once
+	released sync.Once
+}
+
+func newStream(ys *yamux.Stream, conn *wsConn) *Stream {
+	id := ys.StreamID()
+	return &Stream{ys: ys, conn: conn, id: id, done: conn.watch(id)}
+}
+
+// ID returns the yamux stream id.
+func (s *Stream) ID() uint32 { return s.id }
+
+// Read reads from the stream. It returns io.EOF once the peer half-closed and
+// everything before was read, and ErrStreamReset after a reset.
+func (s *Stream) Read(p []byte) (int, error) {
+	if s.reset.Load() {
+		return 0, ErrStreamReset
+	}
+	if len(s.pre) > 0 {
+		n := copy(p, s.pre)
+		s.pre = s.pre[n:]
+		if len(s.pre) == 0 {
+			s.pre = nil
+		}
+		return n, nil
+	}
+	n, err := s.ys.Read(p)
+	return n, s.mapErr(err)
+}
+
+// Write writes p whole unless an error occurs; it blocks while the peer's
+// window is full.
+func (s *Stream) Write(p []byte) (int, error) {
+	if s.reset.Load() {
+		return 0, ErrStreamReset
+	}
+	n, err := s.ys.Write(p)
+	return n, s.mapErr(err)
+}
+
+func (s *Stream) mapErr(err error) error {
+	switch {
+	case err == nil || err == io.EOF:
+		return err
+	case s.reset.Load() || errors.Is(err, yamux.ErrConnectionReset):
+		return ErrStreamReset
+	case errors.Is(err, yamux.ErrTimeout):
+		return fmt.Errorf("channel: stream %d: %w", s.id, os.ErrDeadlineExceeded)
+	case errors.Is(err, yamux.ErrStreamClosed), errors.Is(err, yamux.ErrSessionShutdown):
+		return fmt.Errorf("channel: stream %d: %w", s.id, net.ErrClosed)
+	}
+	return err
+}
+
+// CloseWrite half-closes the stream: the peer reads EOF after what was
+// written; reading goes on.
+func (s *Stream) CloseWrite() error {
+	var err error
+	s.closeW.Do(func() {
+		if !s.reset.Load() {
+			err = s.mapErr(s.ys.Close())
+		}
+	})
+	return err
+}
+
+// Close half-closes the stream (FIN) like CloseWrite and stops watching it.
+// yamux forgets the stream when the peer closes its side too, or resets it
+// after the stream close timeout.
+func (s *Stream) Close() error {
+	err := s.CloseWrite()
+	s.released.Do(func() { s.conn.release(s.id) })
+	return err
+}
+
+// Reset aborts both directions: the peer gets an RST, pending and later
+// Read and Write calls return ErrStreamReset at once. It may block while the
+// RST is written (at most the write timeout). Calling it again does nothing.
+func (s *Stream) Reset() error {
+	if !s.reset.CompareAndSwap(false, true) {
+		return nil
+	}
+	past := time.Unix(1, 0)
+	_ = s.ys.SetDeadline(past) // wakes a blocked Read or Write
+	return s.conn.resetStream(s.id)
+}
+
+// Done is closed when the stream is reset, by either side, or its session
+// ends. It lets a stream that is not reading notice that its peer went away.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// SetDeadline sets the read and write deadlines (net.Conn).
+func (s *Stream) SetDeadline(t time.Time) error { return s.ys.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline (net.Conn).
+func (s *Stream) SetReadDeadline(t time.Time) error { return s.ys.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline (net.Conn).
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.ys.SetWriteDeadline(t) }
+
+// LocalAddr returns the session's local address (net.Conn).
+func (s *Stream) LocalAddr() net.Addr { return s.conn.ws.LocalAddr() }
+
+// RemoteAddr returns the session's remote address (net.Conn).
+func (s *Stream) RemoteAddr() net.Addr { return s.conn.ws.RemoteAddr() }
+
+var _ net.Conn = (*Stream)(nil)
+
+// errLineTooLong is returned by readLine for a line without a newline within
+// its limit.
+var errLineTooLong = errors.New("channel: line too long")
+
+// readLine reads one line of at most max bytes including the newline and
+// returns it without the newline; bytes read past it are kept for Read.
+func (s *Stream) readLine(max int) ([]byte, error) {
+	buf := make([]byte, 0, min(512, max))
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) >= max {
+				return nil, errLineTooLong
+			}
+			nb := make([]byte, len(buf), min(2*cap(buf), max))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := s.Read(buf[len(buf):cap(buf)])
+		if i := bytes.IndexByte(buf[len(buf):len(buf)+n], '\n'); i >= 0 {
+			end := len(buf) + i
+			if rest := buf[end+1 : len(buf)+n]; len(rest) > 0 {
+				s.pre = append([]byte(nil), rest...)
+			}
+			return buf[:end], nil
+		}
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// Accept sends the success reply `{"ok":true,...}` with fields, which must
+// marshal to a JSON object (or be nil). An endpoint calls Accept or Reject
+// once, before anything else is written.
+func (s *Stream) Accept(fields any) error {
+	b, err := encodeReply(fields)
+	if err != nil {
+		return err
+	}
+	if !s.replied.CompareAndSwap(false, true) {
+		return errors.New("channel: stream already answered")
+	}
+	_, err = s.Write(b)
+	return err
+}
+
+// Reject sends the failure reply with e's code and message and half-closes
+// the stream. The handler discards what the client sends after it.
+func (s *Stream) Reject(e *Error) error {
+	if !s.replied.CompareAndSwap(false, true) {
+		return errors.New("channel: stream already answered")
+	}
+	s.rejected.Store(true)
+	_, err := s.Write(encodeError(e))
+	if cerr := s.CloseWrite(); err == nil {
+		err = cerr
+	}
+	return err
+}

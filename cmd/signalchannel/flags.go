@@ -1,0 +1,40 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// envName is the environment twin of a flag: -max-streams is
+// SIGNALCHANNEL_MAX_STREAMS.
+func envName(flagName string) string {
+	return "SIGNALCHANNEL_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// applyEnv sets every flag not given on the command line from its
+// environment twin, if that is set.
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		if v, ok := lookup(envName(f.Name)); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %v", envName(f.Name), v, serr)
+			}
+		}
+	})
+	return err
+}
+
+// addEnvToUsage appends the environment twin to each flag's usage text.
+func addEnvToUsage(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envName(f.Name) + ")" })
+}
+
+var osLookupEnv = os.LookupEnv

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/endpoints"
+)
+
+// options are the server's settings, one flag each.
+type options struct {
+	addr            string
+	shutdownTimeout time.Duration
+	logFormat       string
+	logLevel        string
+	origins         string
+
+	channel channel.Config
+	echo    endpoints.EchoConfig
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{channel: channel.DefaultConfig()}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", ":8080", "listen address HOST:PORT")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long sessions get before the process exits")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.origins, "allowed-origins", "", "comma-separated browser origins allowed to connect, e.g. https://*.example.com (empty: any)")
+
+	c := &o.channel
+	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "streams one session may have open at once")
+	fs.DurationVar(&c.HeaderTimeout, "header-timeout", c.HeaderTimeout, "time a new stream has to send its header line")
+	fs.Int64Var(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest WebSocket message a client may send")
+	fs.DurationVar(&c.KeepAliveInterval, "keepalive", c.KeepAliveInterval, "interval between yamux pings to each client")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound on every write to a client; a client that does not answer a ping within it is dropped")
+	fs.IntVar(&c.AcceptBacklog, "accept-backlog", c.AcceptBacklog, "yamux streams queued before the server accepts them")
+	fs.DurationVar(&c.StreamOpenTimeout, "stream-open-timeout", c.StreamOpenTimeout, "yamux stream open timeout")
+	fs.DurationVar(&c.StreamCloseTimeout, "stream-close-timeout", c.StreamCloseTimeout, "how long a half-closed stream waits for the client's FIN")
+	fs.IntVar(&c.MaxPingsPerSecond, "max-pings-per-second", c.MaxPingsPerSecond, "yamux pings a client may send per second before its session is closed (4400)")
+
+	e := &o.echo
+	fs.IntVar(&e.MaxFrame, "echo-max-frame", endpoints.DefaultEchoMaxFrame, "largest echo frame in bytes")
+	fs.IntVar(&e.QueueBytes, "echo-queue-bytes", endpoints.DefaultEchoQueueBytes, "bytes queued for one echo member before it is dropped")
+	fs.IntVar(&e.MaxNamespaces, "echo-max-namespaces", 0, "echo namespaces on the server (0: no cap)")
+	fs.IntVar(&e.MaxMembers, "echo-max-members", 0, "members of one echo namespace (0: no cap)")
+
+	addEnvToUsage(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := applyEnv(fs, osLookupEnv); err != nil {
+		return nil, err
+	}
+	if o.origins != "" {
+		for _, s := range strings.Split(o.origins, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				c.AllowedOrigins = append(c.AllowedOrigins, s)
+			}
+		}
+	}
+	if e.MaxFrame <= 0 || e.QueueBytes < e.MaxFrame+channel.FrameHeaderSize {
+		return nil, fmt.Errorf("-echo-queue-bytes (%d) must hold at least one frame of -echo-max-frame (%d) bytes", e.QueueBytes, e.MaxFrame)
+	}
+	return o, c.Validate()
+}
+
+func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %v", err)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want json or text", o.logFormat)
+}
+
+// serve runs the server until ctx ends, then shuts down gracefully: it stops
+// accepting, closes sessions with 1001 and returns within the shutdown
+// timeout.
+func serve(ctx context.Context, args []string, stderr io.Writer, ready func(string)) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	o.channel.Logger = log
+	o.echo.Logger = log
+
+	h, err := channel.NewHandler(o.channel)
+	if err != nil {
+		return err
+	}
+	h.Handle(channel.EndpointEcho, endpoints.NewEcho(o.echo))
+
+	var shuttingDown atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("/v1/channel", h)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if shuttingDown.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: o.channel.HeaderTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel")
+	log.Warn("no credentials configured: the server is open to every client")
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down", "timeout", o.shutdownTimeout.String())
+	shuttingDown.Store(true)
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	// Stop accepting and finish plain HTTP requests; sessions are hijacked
+	// connections, which the channel handler closes with 1001.
+	herr := h.Shutdown(sctx)
+	serr := srv.Shutdown(sctx)
+	<-errc
+	if herr != nil || (serr != nil && !errors.Is(serr, http.ErrServerClosed)) {
+		log.Warn("shutdown deadline passed with sessions still open", "err", errors.Join(herr, serr))
+	}
+	log.Info("stopped")
+	return nil
+}
