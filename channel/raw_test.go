@@ -1,14 +1,11 @@
 package channel_test
 
 import (
-	"fmt"
 	"io"
 	"testing"
 
 	"github.com/signalchannel/signalchannel/channel"
 )
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 // openRaw opens a stream with Open's machinery bypassed: it writes line as
 // is, with no newline added, and returns the stream for reading the reply.

@@ -70,7 +70,7 @@ func TestSubprotocol(t *testing.T) {
 
 func TestNotWebSocket(t *testing.T) {
 	ts := newTestServer(t, channel.Config{})
-	resp, err := http.Get(ts.srv.URL + "/v1/channel")
+	resp, err := http.Get(ts.HTTPURL + "/v1/channel")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -147,7 +147,7 @@ type member struct {
 	queued   int // bytes in queue, prefixes included
 	state    memberState
 	wake     chan struct{}
-	spare    [][]byte
+	spare    [][]byte // a drained queue kept for reuse; only the writer sets it
 	writeBuf []byte
 }
 
@@ -216,8 +216,14 @@ func (m *member) setState(st memberState) {
 func (m *member) writeLoop() {
 	for {
 		m.mu.Lock()
-		batch, state := m.queue, m.state
-		m.queue, m.queued = m.spare[:0], 0
+		var batch [][]byte
+		if len(m.queue) > 0 {
+			// Take the queue; the spare slice, owned by no one else,
+			// becomes the new one.
+			batch, m.queue, m.spare = m.queue, m.spare[:0], nil
+			m.queued = 0
+		}
+		state := m.state
 		m.mu.Unlock()
 		switch {
 		case state == memberGone:
