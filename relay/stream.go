@@ -1,0 +1,29 @@
+package relay
+
+import (
+	"io"
+	"time"
+)
+
+// Stream is one end of a relay pipe: on a server, a yamux stream after its
+// header line; across servers, a network-backed stand-in for the partner.
+//
+// Read and Write are called from different goroutines at once, Reset and
+// CloseWrite from any goroutine. Streams are compared with ==, so the
+// dynamic type must be comparable (a pointer is).
+type Stream interface {
+	io.Reader
+	io.Writer
+	// CloseWrite half-closes: a FIN to the peer after pending writes; reads
+	// go on.
+	CloseWrite() error
+	// Reset aborts both directions at once (RST); it unblocks pending Read
+	// and Write calls.
+	Reset() error
+	// Done is closed when the stream is reset, by either side, or its
+	// session ends. It should be closed before a Read returns io.EOF because
+	// the session ended, so that the end is not taken for a half-close.
+	Done() <-chan struct{}
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
