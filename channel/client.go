@@ -30,11 +30,23 @@ type DialOptions struct {
 	Logger *slog.Logger
 }
 
+// defaultDialer writes a whole yamux frame as one WebSocket frame: a client
+// masks what it sends through its write buffer, and gorilla's default 4 KiB
+// buffer would cut a 256 KiB frame into 64 writes. The buffers are pooled,
+// so an idle session holds none.
+var defaultDialer = &websocket.Dialer{
+	Proxy:            http.ProxyFromEnvironment,
+	HandshakeTimeout: 45 * time.Second,
+	WriteBufferSize:  yamuxHeaderSize + streamWindow + 16,
+	WriteBufferPool:  &sync.Pool{},
+}
+
 // Session is a client's connection: one WebSocket carrying one yamux client
 // session. Its methods may be called from any goroutine.
 type Session struct {
-	conn *wsConn
-	ys   *yamux.Session
+	conn   *wsConn
+	ys     *yamux.Session
+	linger time.Duration
 	// Subprotocol is the WebSocket subprotocol the server selected.
 	Subprotocol string
 }
@@ -45,7 +57,7 @@ type Session struct {
 func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 	d := opts.Dialer
 	if d == nil {
-		d = websocket.DefaultDialer
+		d = defaultDialer
 	}
 	dd := *d
 	dd.Subprotocols = []string{Subprotocol}
@@ -74,7 +86,7 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		conn.Close()
 		return nil, err
 	}
-	return &Session{conn: conn, ys: ys, Subprotocol: ws.Subprotocol()}, nil
+	return &Session{conn: conn, ys: ys, linger: cfg.StreamCloseTimeout, Subprotocol: ws.Subprotocol()}, nil
 }
 
 // Close ends the session with close code 1000; its streams end at once.
@@ -158,7 +170,7 @@ func (s *Session) OpenStream() (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("channel: open stream: %w", err)
 	}
-	return newStream(ys, s.conn), nil
+	return newStream(ys, s.conn, s.linger), nil
 }
 
 // Echo joins the echo namespace and returns the member, after the server

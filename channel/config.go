@@ -38,9 +38,10 @@ type Config struct {
 	// StreamOpenTimeout bounds a stream open waiting for the peer's ACK.
 	// Default 15s.
 	StreamOpenTimeout time.Duration
-	// StreamCloseTimeout is how long a half-closed stream waits for the
-	// peer's FIN before it is reset; it also bounds how long a rejected
-	// stream is drained. Default 30s.
+	// StreamCloseTimeout is how long a stream the server is done with waits
+	// for the peer's FIN before it is reset; it also bounds how long a
+	// rejected stream is drained. A stream half-closed by a relay whose other
+	// direction still flows has no such limit. Default 30s.
 	StreamCloseTimeout time.Duration
 	// AllowedOrigins lists the Origin values a browser may connect from:
 	// exact origins ("https://app.example.com") or patterns with one "*"
@@ -145,8 +146,11 @@ func (c Config) yamuxConfig(log *slog.Logger) *yamux.Config {
 		ConnectionWriteTimeout: c.WriteTimeout,
 		MaxStreamWindowSize:    streamWindow,
 		StreamOpenTimeout:      c.StreamOpenTimeout,
-		StreamCloseTimeout:     c.StreamCloseTimeout,
-		Logger:                 yamuxLogger{log},
+		// yamux's close timer would reset a stream half-closed longer than
+		// the timeout even while its other direction flows (a relay);
+		// Stream.Close applies the timeout instead, once a stream is given up.
+		StreamCloseTimeout: 0,
+		Logger:             yamuxLogger{log},
 	}
 }
 

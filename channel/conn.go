@@ -77,7 +77,7 @@ type wsConn struct {
 	resetAt int
 
 	watchMu sync.Mutex
-	watches map[uint32]chan struct{}
+	watches map[uint32]*watch
 	closed  chan struct{}
 
 	peerMu    sync.Mutex
@@ -196,6 +196,9 @@ func (c *wsConn) scanIn(p []byte) error {
 	if flags&flagSYN != 0 {
 		c.watchOpen(id)
 	}
+	if flags&flagFIN != 0 {
+		c.watchFIN(id)
+	}
 	if flags&flagRST != 0 {
 		c.watchFire(id, false)
 	}
@@ -219,9 +222,24 @@ func (c *wsConn) takeInject(p []byte) int {
 	return n
 }
 
+// bigFrames holds frame buffers large enough for a whole data frame, so a
+// busy stream does not allocate one per frame and an idle session keeps none.
+var bigFrames = sync.Pool{New: func() any {
+	b := make([]byte, 0, yamuxHeaderSize+streamWindow)
+	return &b
+}}
+
+// smallFrame is the largest frame buffer a session keeps for itself.
+const smallFrame = 4 << 10
+
 // Write takes what yamux's send goroutine writes (a frame's header, then its
 // body) and sends every whole frame as one binary message.
 func (c *wsConn) Write(p []byte) (int, error) {
+	if need := len(c.pending) + len(p); need > cap(c.pending) && need > smallFrame && need <= yamuxHeaderSize+streamWindow {
+		big := (*bigFrames.Get().(*[]byte))[:len(c.pending)]
+		copy(big, c.pending)
+		c.pending = big
+	}
 	c.pending = append(c.pending, p...)
 	for len(c.pending) >= yamuxHeaderSize {
 		h := c.pending[:yamuxHeaderSize]
@@ -238,8 +256,12 @@ func (c *wsConn) Write(p []byte) (int, error) {
 		rest := copy(c.pending, c.pending[size:])
 		c.pending = c.pending[:rest]
 	}
-	if len(c.pending) == 0 && cap(c.pending) > 64<<10 {
-		c.pending = nil // do not keep a relay-sized buffer on an idle session
+	if len(c.pending) == 0 && cap(c.pending) > smallFrame {
+		if cap(c.pending) == yamuxHeaderSize+streamWindow {
+			b := c.pending[:0]
+			bigFrames.Put(&b)
+		}
+		c.pending = nil // an idle session keeps no large buffer
 	}
 	return len(p), nil
 }
@@ -303,6 +325,20 @@ func (c *wsConn) resetStream(id uint32) error {
 	return c.writeMessage(rst[:])
 }
 
+// watch follows one stream's fate as the frames show it.
+type watch struct {
+	done chan struct{} // closed on RST either way or when the conn closes
+	fin  atomic.Bool   // the peer sent FIN: what it wrote is all here
+}
+
+func (w *watch) fire() {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+}
+
 // watchOpen starts watching stream id, on the SYN that opens it.
 func (c *wsConn) watchOpen(id uint32) {
 	c.watchMu.Lock()
@@ -313,31 +349,33 @@ func (c *wsConn) watchOpen(id uint32) {
 			return
 		default:
 		}
-		c.watches = make(map[uint32]chan struct{})
+		c.watches = make(map[uint32]*watch)
 	}
 	if _, ok := c.watches[id]; !ok {
-		c.watches[id] = make(chan struct{})
+		c.watches[id] = &watch{done: make(chan struct{})}
 	}
 }
 
-// watch returns the channel closed when stream id is reset or the conn
-// closes. Call it only for a stream that yamux handed over.
-func (c *wsConn) watch(id uint32) <-chan struct{} {
+// watchOf returns stream id's watch. Call it only for a stream that yamux
+// handed over; its SYN was seen, so it has an entry unless the conn closed.
+func (c *wsConn) watchOf(id uint32) *watch {
 	c.watchMu.Lock()
 	defer c.watchMu.Unlock()
-	select {
-	case <-c.closed:
-		return c.closed
-	default:
+	if w, ok := c.watches[id]; ok {
+		return w
 	}
-	ch, ok := c.watches[id]
-	if !ok {
-		// A stream whose SYN was seen always has an entry; this only
-		// happens for a stream released already.
-		ch = make(chan struct{})
-		close(ch)
+	w := &watch{done: make(chan struct{})}
+	close(w.done)
+	return w
+}
+
+// watchFIN records the peer's FIN on stream id.
+func (c *wsConn) watchFIN(id uint32) {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if w, ok := c.watches[id]; ok {
+		w.fin.Store(true)
 	}
-	return ch
 }
 
 // watchFire closes stream id's watch. An RST we send ends our interest in
@@ -346,15 +384,11 @@ func (c *wsConn) watch(id uint32) <-chan struct{} {
 func (c *wsConn) watchFire(id uint32, forget bool) {
 	c.watchMu.Lock()
 	defer c.watchMu.Unlock()
-	ch, ok := c.watches[id]
+	w, ok := c.watches[id]
 	if !ok {
 		return
 	}
-	select {
-	case <-ch:
-	default:
-		close(ch)
-	}
+	w.fire()
 	if forget {
 		delete(c.watches, id)
 	}
@@ -393,12 +427,8 @@ func (c *wsConn) Close() error {
 		err = c.ws.Close()
 		c.watchMu.Lock()
 		close(c.closed)
-		for _, ch := range c.watches {
-			select {
-			case <-ch:
-			default:
-				close(ch)
-			}
+		for _, w := range c.watches {
+			w.fire()
 		}
 		c.watches = nil
 		c.watchMu.Unlock()

@@ -246,7 +246,7 @@ func (s *session) serve() {
 		if err != nil {
 			return
 		}
-		st := newStream(ys, s.conn)
+		st := newStream(ys, s.conn, s.h.cfg.StreamCloseTimeout)
 		if s.active.Load() >= int64(s.h.cfg.MaxStreams) {
 			if s.rejecting.Load() >= int64(s.h.cfg.MaxStreams) {
 				st.Reset() // flooding: no reply, no goroutine

@@ -20,10 +20,12 @@ import (
 // Read and Write may be called from two goroutines at once; Reset and
 // CloseWrite from any goroutine.
 type Stream struct {
-	ys   *yamux.Stream
-	conn *wsConn
-	id   uint32
-	done <-chan struct{}
+	ys    *yamux.Stream
+	conn  *wsConn
+	id    uint32
+	watch *watch
+	// linger is how long Close waits for the peer's FIN before it resets.
+	linger time.Duration
 
 	pre      []byte // bytes read past the header or reply line
 	reset    atomic.Bool
@@ -33,9 +35,9 @@ type Stream struct {
 	released sync.Once
 }
 
-func newStream(ys *yamux.Stream, conn *wsConn) *Stream {
+func newStream(ys *yamux.Stream, conn *wsConn, linger time.Duration) *Stream {
 	id := ys.StreamID()
-	return &Stream{ys: ys, conn: conn, id: id, done: conn.watch(id)}
+	return &Stream{ys: ys, conn: conn, id: id, watch: conn.watchOf(id), linger: linger}
 }
 
 // ID returns the yamux stream id.
@@ -95,14 +97,32 @@ func (s *Stream) CloseWrite() error {
 	return err
 }
 
-// Close half-closes the stream (FIN) like CloseWrite and stops watching it.
-// yamux forgets the stream when the peer closes its side too, or resets it
-// after the stream close timeout.
+// Close half-closes the stream (FIN) like CloseWrite and gives it up: if
+// the peer has not half-closed too within the stream close timeout, the
+// stream is reset, so a peer that never closes cannot pin it. Close does not
+// block. (A stream only half-closed with CloseWrite has no such timeout: a
+// relay's other direction may flow for as long as it likes.)
 func (s *Stream) Close() error {
 	err := s.CloseWrite()
-	s.released.Do(func() { s.conn.release(s.id) })
+	s.released.Do(func() {
+		if s.reset.Load() || s.PeerClosed() {
+			s.conn.release(s.id)
+			return
+		}
+		time.AfterFunc(s.linger, func() {
+			if !s.PeerClosed() {
+				s.Reset()
+			}
+			s.conn.release(s.id)
+		})
+	})
 	return err
 }
+
+// PeerClosed reports whether the peer half-closed the stream (sent FIN):
+// everything it wrote has arrived, and reads end with io.EOF once it is read,
+// even if the session ends meanwhile.
+func (s *Stream) PeerClosed() bool { return s.watch.fin.Load() }
 
 // Reset aborts both directions: the peer gets an RST, pending and later
 // Read and Write calls return ErrStreamReset at once. It may block while the
@@ -118,7 +138,7 @@ func (s *Stream) Reset() error {
 
 // Done is closed when the stream is reset, by either side, or its session
 // ends. It lets a stream that is not reading notice that its peer went away.
-func (s *Stream) Done() <-chan struct{} { return s.done }
+func (s *Stream) Done() <-chan struct{} { return s.watch.done }
 
 // SetDeadline sets the read and write deadlines (net.Conn).
 func (s *Stream) SetDeadline(t time.Time) error { return s.ys.SetDeadline(t) }
@@ -144,30 +164,42 @@ var errLineTooLong = errors.New("channel: line too long")
 // readLine reads one line of at most max bytes including the newline and
 // returns it without the newline; bytes read past it are kept for Read.
 func (s *Stream) readLine(max int) ([]byte, error) {
+	line, rest, err := readLine(s, max)
+	if len(rest) > 0 {
+		s.pre = rest
+	}
+	return line, err
+}
+
+// readLine reads from r until a newline, at most max bytes including it. It
+// returns the line without the newline and the bytes read past it. A line
+// without a newline within max bytes is errLineTooLong; a stream that ends
+// inside a line is io.ErrUnexpectedEOF.
+func readLine(r io.Reader, max int) (line, rest []byte, err error) {
 	buf := make([]byte, 0, min(512, max))
 	for {
 		if len(buf) == cap(buf) {
 			if len(buf) >= max {
-				return nil, errLineTooLong
+				return nil, nil, errLineTooLong
 			}
 			nb := make([]byte, len(buf), min(2*cap(buf), max))
 			copy(nb, buf)
 			buf = nb
 		}
-		n, err := s.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf):cap(buf)])
 		if i := bytes.IndexByte(buf[len(buf):len(buf)+n], '\n'); i >= 0 {
 			end := len(buf) + i
-			if rest := buf[end+1 : len(buf)+n]; len(rest) > 0 {
-				s.pre = append([]byte(nil), rest...)
+			if r := buf[end+1 : len(buf)+n]; len(r) > 0 {
+				rest = append([]byte(nil), r...)
 			}
-			return buf[:end], nil
+			return buf[:end], rest, nil
 		}
 		buf = buf[:len(buf)+n]
 		if err != nil {
 			if err == io.EOF && len(buf) > 0 {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, err
+			return nil, nil, err
 		}
 	}
 }

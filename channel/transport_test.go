@@ -386,3 +386,13 @@ func TestSeveralFramesInOneMessage(t *testing.T) {
 		t.Fatalf("got %q, want %q", data, want)
 	}
 }
+
+// A message over the read limit closes the connection with 1009.
+func TestMessageTooBig(t *testing.T) {
+	ts := newTestServer(t, channel.Config{MaxMessageBytes: 512 << 10})
+	ws := rawDial(t, ts.URL, nil)
+	ws.WriteMessage(websocket.BinaryMessage, make([]byte, 512<<10+1))
+	if code, _ := readClose(t, ws); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+}

@@ -71,7 +71,7 @@ func (l *Link) copy(src, dst Stream, d *direction) {
 		}
 		switch {
 		case err == io.EOF:
-			if isDone(src) {
+			if isDone(src) && !peerClosed(src) {
 				// The session ended; that is no half-close.
 				l.end(ErrReset)
 				return

@@ -189,16 +189,25 @@ func (l *Link) watch() {
 		defer idleTimer.Stop()
 		idle = idleTimer.C
 	}
+	aDone, bDone := l.a.Done(), l.b.Done()
 	for {
 		select {
 		case <-l.done:
 			return
-		case <-l.a.Done():
-			l.end(ErrReset)
-			return
-		case <-l.b.Done():
-			l.end(ErrReset)
-			return
+		case <-aDone:
+			// A stream gone after its FIN still has all it sent to
+			// give: its copy drains it, then half-closes the partner.
+			if !peerClosed(l.a) {
+				l.end(ErrReset)
+				return
+			}
+			aDone = nil
+		case <-bDone:
+			if !peerClosed(l.b) {
+				l.end(ErrReset)
+				return
+			}
+			bDone = nil
 		case <-lifetime:
 			l.end(ErrLifetime)
 			return

@@ -23,6 +23,11 @@ type Stream interface {
 	// Done is closed when the stream is reset, by either side, or its
 	// session ends. It should be closed before a Read returns io.EOF because
 	// the session ended, so that the end is not taken for a half-close.
+	//
+	// A stream may also have a method PeerClosed() bool reporting that its
+	// peer half-closed it: then a session that ends afterwards loses
+	// nothing the peer sent, and the pipe delivers it and half-closes the
+	// partner instead of resetting it.
 	Done() <-chan struct{}
 	SetReadDeadline(t time.Time) error
 	SetWriteDeadline(t time.Time) error

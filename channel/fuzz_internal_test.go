@@ -1,0 +1,218 @@
+package channel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+	"unicode/utf8"
+)
+
+// chunkReader returns data in chunks whose sizes come from sizes, cycled,
+// as a network would.
+type chunkReader struct {
+	data  []byte
+	sizes []byte
+	i     int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := 1
+	if len(c.sizes) > 0 {
+		n = int(c.sizes[c.i%len(c.sizes)]) + 1
+		c.i++
+	}
+	n = min(n, len(p), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// FuzzHeader reads a header line from input split in chunks, as the server
+// does, and parses it. It must never panic, must split the line exactly at
+// the first newline, and whatever it accepts must obey PROTOCOL.md section 2.
+func FuzzHeader(f *testing.F) {
+	for _, seed := range []string{
+		`{"endpoint":"echo","namespace":"room-1"}` + "\n" + "\x00\x00\x00\x01x",
+		`{"endpoint":"relay","namespace":"g","local":"A","remote":"B"}` + "\n",
+		`{"endpoint":"scuttlebutt","namespace":"p","ephemeral":true}` + "\n",
+		`{"endpoint":"echo","namespace":7}` + "\n",
+		`{"endpoint":"echo","namespace":"a\u0000"}` + "\n",
+		`["echo"]` + "\n",
+		`{"endpoint":"echo"`,
+		"{\"endpoint\":\"echo\",\"namespace\":\"\xff\"}\n",
+	} {
+		f.Add([]byte(seed), []byte{0, 3, 200})
+	}
+	f.Fuzz(func(t *testing.T, data, sizes []byte) {
+		line, rest, err := readLine(&chunkReader{data: data, sizes: sizes}, MaxHeaderBytes)
+		nl := bytes.IndexByte(data, '\n')
+		switch {
+		case nl >= 0 && nl < MaxHeaderBytes:
+			if err != nil || !bytes.Equal(line, data[:nl]) {
+				t.Fatalf("line %q, %v; want %q", line, err, data[:nl])
+			}
+			// What was read past the newline is kept, never lost.
+			if !bytes.HasPrefix(data[nl+1:], rest) {
+				t.Fatalf("rest %q is not what followed the line", rest)
+			}
+		case len(data) >= MaxHeaderBytes:
+			if !errors.Is(err, errLineTooLong) {
+				t.Fatalf("%d bytes without newline: %v", len(data), err)
+			}
+			return
+		default:
+			if err == nil {
+				t.Fatalf("no newline, yet a line %q", line)
+			}
+			return
+		}
+		h, perr := ParseHeader(line, nil)
+		if perr != nil {
+			if perr.Code == "" || perr.Message == "" || !utf8.ValidString(perr.Message) {
+				t.Fatalf("bad error %+v", perr)
+			}
+			return
+		}
+		if !isProtocolEndpoint(h.Endpoint) {
+			t.Fatalf("accepted endpoint %q", h.Endpoint)
+		}
+		if checkName("namespace", h.Namespace, MaxNamespaceBytes) != "" {
+			t.Fatalf("accepted namespace %q", h.Namespace)
+		}
+		if h.Endpoint == EndpointRelay && (h.Local == h.Remote ||
+			checkName("local", h.Local, MaxTokenBytes) != "" || checkName("remote", h.Remote, MaxTokenBytes) != "") {
+			t.Fatalf("accepted tokens %q %q", h.Local, h.Remote)
+		}
+	})
+}
+
+// FuzzFrame reads length-prefixed frames from input split in chunks. It must
+// never panic, never return a frame over the limit, and give back exactly
+// the frames the input holds.
+func FuzzFrame(f *testing.F) {
+	f.Add(AppendFrame(AppendFrame(nil, []byte("hello")), nil), []byte{1, 2}, uint16(16))
+	f.Add([]byte{0, 0, 0, 9, 1}, []byte{0}, uint16(8))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, []byte{3}, uint16(100))
+	f.Fuzz(func(t *testing.T, data, sizes []byte, max uint16) {
+		r := &chunkReader{data: data, sizes: sizes}
+		pos := 0
+		for {
+			frame, err := ReadFrame(r, int(max))
+			if err != nil {
+				left := len(data) - pos
+				switch {
+				case errors.Is(err, io.EOF):
+					if left != 0 {
+						t.Fatalf("EOF with %d bytes left", left)
+					}
+				case errors.Is(err, io.ErrUnexpectedEOF):
+					if left == 0 {
+						t.Fatal("unexpected EOF at a frame boundary")
+					}
+				case errors.Is(err, ErrFrameTooLarge):
+					if n := binary.BigEndian.Uint32(data[pos:]); n <= uint32(max) {
+						t.Fatalf("frame of %d refused with limit %d", n, max)
+					}
+				default:
+					t.Fatal(err)
+				}
+				return
+			}
+			if len(frame) > int(max) {
+				t.Fatalf("frame of %d over limit %d", len(frame), max)
+			}
+			want := data[pos+FrameHeaderSize : pos+FrameHeaderSize+len(frame)]
+			if !bytes.Equal(frame, want) {
+				t.Fatal("frame differs from input")
+			}
+			pos += FrameHeaderSize + len(frame)
+		}
+	})
+}
+
+// FuzzYamuxScan feeds the inbound frame scanner arbitrary bytes in chunks, as
+// wsConn.Read does, and checks it finds the same frames as a plain parse and
+// refuses exactly the frames the protocol forbids.
+func FuzzYamuxScan(f *testing.F) {
+	frame := func(v, typ byte, flags uint16, id, length uint32, body int) []byte {
+		b := make([]byte, 12+body)
+		b[0], b[1] = v, typ
+		binary.BigEndian.PutUint16(b[2:], flags)
+		binary.BigEndian.PutUint32(b[4:], id)
+		binary.BigEndian.PutUint32(b[8:], length)
+		return b
+	}
+	var good []byte
+	good = append(good, frame(0, 1, flagSYN, 1, 0, 0)...)
+	good = append(good, frame(0, 0, 0, 1, 5, 5)...)
+	good = append(good, frame(0, 2, flagSYN, 0, 7, 0)...)
+	good = append(good, frame(0, 1, flagRST, 1, 0, 0)...)
+	f.Add(good, []byte{0, 11, 2})
+	f.Add(frame(1, 0, 0, 1, 0, 0), []byte{5})
+	f.Add(frame(0, 9, 0, 1, 0, 0), []byte{})
+	f.Add(frame(0, 0, 0, 1, streamWindow+1, 0), []byte{1})
+	f.Fuzz(func(t *testing.T, data, sizes []byte) {
+		c := &wsConn{closed: make(chan struct{})}
+		var got [][2]uint32 // (type, id) of each whole header
+		var verr error
+		pos, i := 0, 0
+		for pos < len(data) && verr == nil {
+			want := 1
+			if len(sizes) > 0 {
+				want = int(sizes[i%len(sizes)]) + 1
+				i++
+			}
+			if c.in.body > 0 {
+				want = int(min(uint32(want), c.in.body))
+			} else {
+				want = min(want, yamuxHeaderSize-c.in.n)
+			}
+			n := min(want, len(data)-pos)
+			before, inBody := c.in.n, c.in.body > 0
+			verr = c.scanIn(data[pos : pos+n])
+			if !inBody && before+n == yamuxHeaderSize && verr == nil {
+				h := data[pos+n-yamuxHeaderSize : pos+n]
+				got = append(got, [2]uint32{uint32(h[1]), binary.BigEndian.Uint32(h[4:8])})
+			}
+			pos += n
+		}
+		// The reference parse.
+		var want [][2]uint32
+		var wantErr bool
+		for p := 0; p+yamuxHeaderSize <= len(data); {
+			h := data[p : p+yamuxHeaderSize]
+			length := binary.BigEndian.Uint32(h[8:12])
+			if h[0] != 0 || h[1] > typeGoAway || (h[1] == typeData && length > streamWindow) {
+				wantErr = true
+				break
+			}
+			want = append(want, [2]uint32{uint32(h[1]), binary.BigEndian.Uint32(h[4:8])})
+			p += yamuxHeaderSize
+			if h[1] == typeData {
+				p += int(length)
+			}
+		}
+		if wantErr != (verr != nil) {
+			t.Fatalf("violation %v, want %v", verr, wantErr)
+		}
+		if wantErr {
+			if code, reason := c.closeStatus(); code != CloseProtocolError || reason == "" {
+				t.Fatalf("close status %d %q", code, reason)
+			}
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("scanner saw %d frames, reference %d", len(got), len(want))
+		}
+		for k := range got {
+			if got[k] != want[k] {
+				t.Fatalf("frame %d: %v, want %v", k, got[k], want[k])
+			}
+		}
+	})
+}
