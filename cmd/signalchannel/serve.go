@@ -27,6 +27,7 @@ type options struct {
 
 	channel channel.Config
 	echo    endpoints.EchoConfig
+	relay   endpoints.RelayConfig
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -56,6 +57,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&e.MaxNamespaces, "echo-max-namespaces", 0, "echo namespaces on the server (0: no cap)")
 	fs.IntVar(&e.MaxMembers, "echo-max-members", 0, "members of one echo namespace (0: no cap)")
 
+	r := &o.relay
+	*r = endpoints.DefaultRelayConfig()
+	fs.DurationVar(&r.PairTimeout, "relay-pair-timeout", r.PairTimeout, "how long a relay stream waits for its partner")
+	fs.IntVar(&r.MaxWaiting, "relay-max-waiting", r.MaxWaiting, "relay streams waiting for a partner at once")
+	fs.IntVar(&r.MaxPairs, "relay-max-pairs", r.MaxPairs, "relay pairs open at once")
+	fs.Int64Var(&r.Limits.Bytes, "relay-max-bytes", 0, "bytes per direction of one relay pair (0: no cap)")
+	fs.DurationVar(&r.Limits.Lifetime, "relay-max-lifetime", 0, "lifetime of one relay pair, whole seconds (0: no cap)")
+	fs.DurationVar(&r.Limits.Idle, "relay-idle-timeout", 0, "a relay pair with no byte either way for this long is closed (0: never)")
+	fs.Int64Var(&r.Limits.BytesPerSecond, "relay-rate", 0, "bytes per second per direction of one relay pair (0: no cap)")
+
 	addEnvToUsage(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -73,10 +84,37 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			}
 		}
 	}
+	// In Config a zero means "the default"; on the command line a zero or a
+	// negative limit is a mistake.
+	for name, ok := range map[string]bool{
+		"max-streams":          c.MaxStreams > 0,
+		"header-timeout":       c.HeaderTimeout > 0,
+		"max-message-bytes":    c.MaxMessageBytes > 0,
+		"keepalive":            c.KeepAliveInterval > 0,
+		"write-timeout":        c.WriteTimeout > 0,
+		"accept-backlog":       c.AcceptBacklog > 0,
+		"stream-open-timeout":  c.StreamOpenTimeout > 0,
+		"stream-close-timeout": c.StreamCloseTimeout > 0,
+		"max-pings-per-second": c.MaxPingsPerSecond > 0,
+		"shutdown-timeout":     o.shutdownTimeout > 0,
+		"echo-max-namespaces":  e.MaxNamespaces >= 0,
+		"echo-max-members":     e.MaxMembers >= 0,
+		"relay-pair-timeout":   r.PairTimeout > 0,
+		"relay-max-waiting":    r.MaxWaiting > 0,
+		"relay-max-pairs":      r.MaxPairs > 0,
+		"relay-max-bytes":      r.Limits.Bytes >= 0,
+		"relay-max-lifetime":   r.Limits.Lifetime >= 0,
+		"relay-idle-timeout":   r.Limits.Idle >= 0,
+		"relay-rate":           r.Limits.BytesPerSecond >= 0,
+	} {
+		if !ok {
+			return nil, fmt.Errorf("-%s must be positive", name)
+		}
+	}
 	if e.MaxFrame <= 0 || e.QueueBytes < e.MaxFrame+channel.FrameHeaderSize {
 		return nil, fmt.Errorf("-echo-queue-bytes (%d) must hold at least one frame of -echo-max-frame (%d) bytes", e.QueueBytes, e.MaxFrame)
 	}
-	return o, c.Validate()
+	return o, errors.Join(c.Validate(), r.Validate())
 }
 
 func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
@@ -108,12 +146,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	}
 	o.channel.Logger = log
 	o.echo.Logger = log
+	o.relay.Logger = log
 
 	h, err := channel.NewHandler(o.channel)
 	if err != nil {
 		return err
 	}
 	h.Handle(channel.EndpointEcho, endpoints.NewEcho(o.echo))
+	rel, err := endpoints.NewRelay(o.relay)
+	if err != nil {
+		return err
+	}
+	defer rel.Close() // after the sessions are closed, so clients see 1001
+	h.Handle(channel.EndpointRelay, rel)
 
 	var shuttingDown atomic.Bool
 	mux := http.NewServeMux()

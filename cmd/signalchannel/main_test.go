@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/signalchannel/signalchannel/channel"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer collects logs written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServer runs the program as main would, on 127.0.0.1:0.
+func startServer(t *testing.T, args ...string) (addr string, stop func() error, logs *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &syncBuffer{}
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, append([]string{"serve", "-addr", "127.0.0.1:0"}, args...), io.Discard, logs, func(a string) { ready <- a })
+	}()
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("server did not start: %v\n%s", err, logs)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("server did not start in 10s")
+	}
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-errc:
+			case <-time.After(20 * time.Second):
+				err = errors.New("server did not stop in 20s")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return addr, stop, logs
+}
+
+func TestServeEchoAndHealth(t *testing.T) {
+	addr, stop, logs := startServer(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := channel.Dial(ctx, "ws://"+addr+"/v1/channel", channel.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Echo(ctx, "room-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Send([]byte("hi"))
+	if f, err := e.Recv(); err != nil || string(f) != "hi" {
+		t.Fatalf("%q %v", f, err)
+	}
+
+	// Relay is served too.
+	type res struct {
+		c   *channel.RelayConn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := s.Relay(ctx, "calls", "A", "B"); ch <- res{c, err} }()
+	peer, err := s.Relay(ctx, "calls", "B", "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	peer.Write([]byte("over the relay"))
+	buf := make([]byte, 64)
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.c.Read(buf); err != nil || string(buf[:n]) != "over the relay" {
+		t.Fatalf("relay read %q %v", buf[:n], err)
+	}
+
+	// Shutdown: the session is closed with 1001 and run returns.
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.Done()
+	if code, _ := s.CloseReason(); code != 1001 {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("shutdown took %s", d)
+	}
+	for _, want := range []string{`"msg":"listening"`, `"msg":"no credentials configured`, `"msg":"session open"`, `"session":"`, `"msg":"stopped"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s:\n%s", want, logs)
+		}
+	}
+}
+
+// TestEnvTwins: a limit set through its environment variable applies, and a
+// flag on the command line wins over it.
+func TestEnvTwins(t *testing.T) {
+	t.Setenv("SIGNALCHANNEL_MAX_STREAMS", "1")
+	t.Setenv("SIGNALCHANNEL_ECHO_MAX_FRAME", "10")
+	addr, _, _ := startServer(t, "-echo-max-frame", "20")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := channel.Dial(ctx, "ws://"+addr+"/v1/channel", channel.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e, err := s.Echo(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.MaxFrame() != 20 {
+		t.Fatalf("maxFrame %d, want the flag's 20", e.MaxFrame())
+	}
+	_, err = s.Echo(ctx, "b")
+	var perr *channel.Error
+	if !errors.As(err, &perr) || perr.Code != channel.CodeLimit || !strings.Contains(perr.Message, "(1)") {
+		t.Fatalf("second stream: %v, want limit (1)", err)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "-max-streams", "0"},
+		{"serve", "-header-timeout", "-1s"},
+		{"serve", "-echo-max-frame", "100", "-echo-queue-bytes", "50"},
+		{"serve", "-log-format", "xml"},
+		{"serve", "-relay-max-lifetime", "1500ms"},
+		{"serve", "-relay-pair-timeout", "0"},
+		{"serve", "-nope"},
+		{"serve", "extra"},
+		{"frobnicate"},
+	} {
+		// Should a bad flag be taken, the server stops after a second.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := run(ctx, append(args, "-addr", "127.0.0.1:0"), io.Discard, io.Discard, nil)
+		cancel()
+		if err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+	t.Setenv("SIGNALCHANNEL_MAX_STREAMS", "many")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := run(ctx, []string{"serve", "-addr", "127.0.0.1:0"}, io.Discard, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "SIGNALCHANNEL_MAX_STREAMS") {
+		t.Errorf("bad env: %v", err)
+	}
+}

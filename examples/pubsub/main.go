@@ -1,0 +1,119 @@
+// Command pubsub shows two Go clients talking over one echo namespace.
+//
+//	go run ./examples/pubsub                      # starts its own server on 127.0.0.1
+//	go run ./examples/pubsub -url ws://127.0.0.1:8080/v1/channel
+//
+// Alice and Bob join "room-1"; each announces itself, then both print what
+// the namespace carries. Every member receives every frame, its own included,
+// in one order.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/endpoints"
+)
+
+func main() {
+	url := flag.String("url", "", "server channel URL (default: start a server in this process)")
+	flag.Parse()
+	if err := run(*url, os.Stdout); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(url string, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if url == "" {
+		stop, u, err := startServer()
+		if err != nil {
+			return err
+		}
+		defer stop()
+		url = u
+	}
+
+	names := []string{"alice", "bob"}
+	rooms := make([]*channel.Echo, len(names))
+	for i, name := range names {
+		sess, err := channel.Dial(ctx, url, channel.DialOptions{})
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer sess.Close()
+		if rooms[i], err = sess.Echo(ctx, "room-1"); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+
+	const each = 3
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() { // each member reads until it has every frame
+			defer wg.Done()
+			for n := 0; n < each*len(names); n++ {
+				f, err := rooms[i].Recv()
+				if err != nil {
+					mu.Lock()
+					fmt.Fprintf(out, "%s: %v\n", name, err)
+					mu.Unlock()
+					return
+				}
+				mu.Lock()
+				fmt.Fprintf(out, "%-5s got %q\n", name, f)
+				mu.Unlock()
+			}
+		}()
+	}
+	for n := 0; n < each; n++ {
+		for i, name := range names {
+			if err := rooms[i].Send([]byte(fmt.Sprintf("%s says hello #%d", name, n+1))); err != nil {
+				return err
+			}
+		}
+	}
+	wg.Wait()
+	for _, r := range rooms {
+		r.Close() // leave: the server sends what was queued, then EOF
+		if _, err := r.Recv(); !errors.Is(err, io.EOF) {
+			return fmt.Errorf("leaving: %v", err)
+		}
+	}
+	return nil
+}
+
+// startServer runs a server on 127.0.0.1 with the echo endpoint.
+func startServer() (stop func(), url string, err error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := channel.NewHandler(channel.Config{Logger: quiet})
+	if err != nil {
+		return nil, "", err
+	}
+	h.Handle(channel.EndpointEcho, endpoints.NewEcho(endpoints.EchoConfig{Logger: quiet}))
+	mux := http.NewServeMux()
+	mux.Handle("/v1/channel", h)
+	srv := httptest.NewServer(mux)
+	stop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.Shutdown(ctx)
+		srv.Close()
+	}
+	return stop, "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/channel", nil
+}
