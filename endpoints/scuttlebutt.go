@@ -1,0 +1,533 @@
+package endpoints
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/model"
+)
+
+// ScuttlebuttConfig tunes the scuttlebutt endpoint. Zero fields mean the
+// default; DefaultScuttlebuttConfig returns them all.
+type ScuttlebuttConfig struct {
+	// MaxAge is how long a record lives after its own timestamp; it is sent
+	// to every member as "maxAge". Default 60s.
+	MaxAge time.Duration
+	// MaxSkew is how far ahead of the server's clock an update's timestamp
+	// may be before the update is ignored. Default 30s.
+	MaxSkew time.Duration
+	// SweepInterval is how often each namespace purges expired records
+	// (and issues their deletions), and how often idle namespaces without
+	// records are dropped. Default 1s.
+	SweepInterval time.Duration
+	// MaxKeyBytes is the longest key in bytes. Default 256.
+	MaxKeyBytes int
+	// MaxValueBytes is the largest value in bytes of compact JSON.
+	// Default 8192.
+	MaxValueBytes int
+	// MaxKeys is the most live keys of one namespace; deletions do not
+	// count. Default 10000.
+	MaxKeys int
+	// MaxLineBytes is the longest line a member may send, newline included.
+	// Default 16384.
+	MaxLineBytes int
+	// MaxNamespaces caps the namespaces that have a replica, with members
+	// or idle. When it is reached, the least recently used idle namespace
+	// is evicted to make room; when no namespace is idle, a new one gets
+	// `limit`. Default 10000.
+	MaxNamespaces int
+	// MaxMembers caps the streams of one namespace; one more gets `limit`.
+	// Default 0: no cap.
+	MaxMembers int
+	// QueueBytes bounds the live updates waiting to be written to one
+	// member; a member whose queue overflows has its stream reset.
+	// Default 1 MiB.
+	QueueBytes int
+	// Link, if set, shares each namespace's replica with other servers.
+	// Default nil: replicas live on this server only.
+	Link ReplicaLink
+	// Logger receives debug logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Scuttlebutt defaults.
+const (
+	DefaultScuttlebuttMaxAge        = model.DefaultMaxAge
+	DefaultScuttlebuttMaxSkew       = model.DefaultMaxSkew
+	DefaultScuttlebuttSweepInterval = model.DefaultSweepInterval
+	DefaultScuttlebuttMaxKeyBytes   = model.DefaultMaxKeyBytes
+	DefaultScuttlebuttMaxValueBytes = model.DefaultMaxValueBytes
+	DefaultScuttlebuttMaxKeys       = model.DefaultMaxKeys
+	DefaultScuttlebuttMaxLineBytes  = model.DefaultMaxLineBytes
+	DefaultScuttlebuttMaxNamespaces = 10000
+	DefaultScuttlebuttQueueBytes    = model.DefaultQueueBytes
+)
+
+// DefaultScuttlebuttConfig returns a ScuttlebuttConfig with every default
+// filled in.
+func DefaultScuttlebuttConfig() ScuttlebuttConfig {
+	return ScuttlebuttConfig{
+		MaxAge:        DefaultScuttlebuttMaxAge,
+		MaxSkew:       DefaultScuttlebuttMaxSkew,
+		SweepInterval: DefaultScuttlebuttSweepInterval,
+		MaxKeyBytes:   DefaultScuttlebuttMaxKeyBytes,
+		MaxValueBytes: DefaultScuttlebuttMaxValueBytes,
+		MaxKeys:       DefaultScuttlebuttMaxKeys,
+		MaxLineBytes:  DefaultScuttlebuttMaxLineBytes,
+		MaxNamespaces: DefaultScuttlebuttMaxNamespaces,
+		QueueBytes:    DefaultScuttlebuttQueueBytes,
+		Logger:        slog.Default(),
+	}
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c ScuttlebuttConfig) withDefaults() ScuttlebuttConfig {
+	d := DefaultScuttlebuttConfig()
+	def := func(v *int, dv int) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	defDur := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	defDur(&c.MaxAge, d.MaxAge)
+	defDur(&c.MaxSkew, d.MaxSkew)
+	defDur(&c.SweepInterval, d.SweepInterval)
+	def(&c.MaxKeyBytes, d.MaxKeyBytes)
+	def(&c.MaxValueBytes, d.MaxValueBytes)
+	def(&c.MaxKeys, d.MaxKeys)
+	def(&c.MaxLineBytes, d.MaxLineBytes)
+	def(&c.MaxNamespaces, d.MaxNamespaces)
+	def(&c.QueueBytes, d.QueueBytes)
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+// modelOptions returns the options of a namespace's replica.
+func (c ScuttlebuttConfig) modelOptions() model.Options {
+	return model.Options{
+		MaxAge:        c.MaxAge,
+		MaxSkew:       c.MaxSkew,
+		SweepInterval: c.SweepInterval,
+		MaxKeyBytes:   c.MaxKeyBytes,
+		MaxValueBytes: c.MaxValueBytes,
+		MaxKeys:       c.MaxKeys,
+		MaxLineBytes:  c.MaxLineBytes,
+	}
+}
+
+// Validate reports every impossible value: negative limits, durations under
+// a millisecond, a line limit under 512 bytes, or a line limit too short
+// for a key and a value at their limits.
+func (c ScuttlebuttConfig) Validate() error {
+	var errs []error
+	if err := c.modelOptions().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("endpoints: scuttlebutt: %w", err))
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"MaxNamespaces", c.MaxNamespaces}, {"MaxMembers", c.MaxMembers}, {"QueueBytes", c.QueueBytes}} {
+		if l.v < 0 {
+			errs = append(errs, fmt.Errorf("endpoints: scuttlebutt: %s must not be negative, not %d", l.name, l.v))
+		}
+	}
+	if len(errs) == 0 {
+		d := c.withDefaults()
+		// [[key,value],ts,source]: the line must hold a key and a value
+		// at their limits, a timestamp and a short source.
+		if need := d.MaxKeyBytes + d.MaxValueBytes + 64; d.MaxLineBytes < need {
+			errs = append(errs, fmt.Errorf("endpoints: scuttlebutt: MaxLineBytes (%d) must be at least MaxKeyBytes + MaxValueBytes + 64 (%d)", d.MaxLineBytes, need))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReplicaLink shares the server replica of a namespace with the replicas of
+// the same namespace on other servers, the seam where a cluster plugs in.
+// An implementation runs model.Replicate between m and a peer server's
+// replica over its own transport, or publishes m's changes (Model.Subscribe)
+// and applies theirs (Model.Apply); the scuttlebutt protocol makes replicas
+// converge either way.
+type ReplicaLink interface {
+	// Link starts sharing m, the new replica of namespace. It is called
+	// with the endpoint's lock held and must not block: it starts what it
+	// needs and returns. unlink is called once, when the namespace is
+	// dropped or evicted or the endpoint closes, before m is closed; it
+	// stops what Link started and waits for it.
+	Link(namespace string, m *model.Model) (unlink func(), err error)
+}
+
+// Scuttlebutt is the scuttlebutt endpoint (PROTOCOL.md section 4): one
+// expiring model replica per namespace, replicated to every stream of the
+// namespace. Create it with NewScuttlebutt and stop it with Close.
+//
+// A namespace's replica is created by its first member and kept while it
+// has members, and after the last leaves until its last record expires; it
+// is then dropped. At the cap on namespaces the least recently used idle
+// namespace is evicted.
+type Scuttlebutt struct {
+	cfg      ScuttlebuttConfig
+	maxAgeMs int64
+
+	mu     sync.Mutex
+	busy   map[string]*sbNamespace              // namespaces with members
+	idle   *simplelru.LRU[string, *sbNamespace] // namespaces without, least recently left first
+	closed bool
+
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+var _ channel.Endpoint = (*Scuttlebutt)(nil)
+
+// sbNamespace is one namespace: its replica and who replicates with it.
+type sbNamespace struct {
+	name   string
+	m      *model.Model
+	unlink func()
+
+	members int // guarded by Scuttlebutt.mu
+
+	// srcMu guards sources and serialises the deletions of ephemeral
+	// streams' keys with the arrival of new streams' digests.
+	srcMu   sync.Mutex
+	sources map[string]int // open streams per digest id
+}
+
+// NewScuttlebutt returns the scuttlebutt endpoint and starts the goroutine
+// that drops idle namespaces once their records have expired; Close stops
+// it. It fails if cfg.Validate does.
+func NewScuttlebutt(cfg ScuttlebuttConfig) (*Scuttlebutt, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	idle, err := simplelru.NewLRU[string, *sbNamespace](cfg.MaxNamespaces, nil)
+	if err != nil {
+		return nil, fmt.Errorf("endpoints: scuttlebutt: %w", err)
+	}
+	sb := &Scuttlebutt{
+		cfg:      cfg,
+		maxAgeMs: cfg.MaxAge.Milliseconds(),
+		busy:     make(map[string]*sbNamespace),
+		idle:     idle,
+		done:     make(chan struct{}),
+	}
+	sb.wg.Add(1)
+	go sb.janitor()
+	return sb, nil
+}
+
+// Close drops every namespace, which ends every member's stream with a
+// reset, and stops the endpoint's goroutines. Later streams get `internal`.
+// Close may be called more than once.
+func (sb *Scuttlebutt) Close() error {
+	sb.closeOnce.Do(func() {
+		sb.mu.Lock()
+		sb.closed = true
+		all := make([]*sbNamespace, 0, len(sb.busy)+sb.idle.Len())
+		for _, n := range sb.busy {
+			all = append(all, n)
+		}
+		all = append(all, sb.idle.Values()...)
+		clear(sb.busy)
+		sb.idle.Purge()
+		sb.mu.Unlock()
+		for _, n := range all {
+			n.close()
+		}
+		close(sb.done)
+		sb.wg.Wait()
+	})
+	return nil
+}
+
+func (n *sbNamespace) close() {
+	if n.unlink != nil {
+		n.unlink()
+	}
+	n.m.Close()
+}
+
+// ScuttlebuttStats counts the endpoint's namespaces, members and keys.
+type ScuttlebuttStats struct {
+	Namespaces int // namespaces with a replica, idle ones included
+	Idle       int // namespaces without members
+	Members    int // streams replicating
+	Keys       int // live keys of every namespace (expired ones not yet swept included)
+}
+
+// Stats returns the current counts.
+func (sb *Scuttlebutt) Stats() ScuttlebuttStats {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	st := ScuttlebuttStats{Namespaces: len(sb.busy) + sb.idle.Len(), Idle: sb.idle.Len()}
+	for _, n := range sb.busy {
+		st.Members += n.members
+		st.Keys += n.m.Stats().Live
+	}
+	for _, n := range sb.idle.Values() {
+		st.Keys += n.m.Stats().Live
+	}
+	return st
+}
+
+// Snapshot returns the live keys and values of namespace's replica, and
+// false when the namespace has no replica.
+func (sb *Scuttlebutt) Snapshot(namespace string) (map[string]json.RawMessage, bool) {
+	sb.mu.Lock()
+	n := sb.busy[namespace]
+	if n == nil {
+		n, _ = sb.idle.Peek(namespace)
+	}
+	sb.mu.Unlock()
+	if n == nil {
+		return nil, false
+	}
+	return n.m.Snapshot(), true
+}
+
+type scuttlebuttReply struct {
+	ID     string `json:"id"`
+	MaxAge int64  `json:"maxAge"`
+}
+
+// ServeStream implements channel.Endpoint. It runs model.Replicate between
+// the namespace's replica and the stream until the stream ends, in this
+// goroutine and the two that Replicate starts and waits for.
+func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *channel.Stream, req *channel.Request) {
+	log := sb.cfg.Logger
+	n, err := sb.join(req.Header.Namespace)
+	if err != nil {
+		code, msg := channel.CodeInternal, "could not join the namespace"
+		switch {
+		case errors.Is(err, ErrLimit):
+			code, msg = channel.CodeLimit, err.Error()
+		case errors.Is(err, errClosed):
+			msg = "the server is shutting down"
+		default:
+			log.Error("scuttlebutt join", "session", req.SessionID, "err", err)
+		}
+		s.Reject(&channel.Error{Code: code, Message: msg})
+		return
+	}
+	defer sb.leave(n)
+	if err := s.Accept(scuttlebuttReply{ID: n.m.ID(), MaxAge: sb.maxAgeMs}); err != nil {
+		return
+	}
+
+	// The peer's digest id, set by Replicate's reader. The stream's keys
+	// are let go as soon as its reading side ends (FIN, reset, session
+	// end), without waiting for what is still being written to it, or
+	// after Replicate returns when it ends otherwise.
+	var (
+		source  string
+		release sync.Once
+	)
+	leave := func() {
+		release.Do(func() {
+			if source == "" {
+				return
+			}
+			if k := n.dropSource(source, req.Header.Ephemeral); k > 0 {
+				log.Debug("scuttlebutt ephemeral keys deleted", "session", req.SessionID, "namespace", n.name, "source", source, "keys", k)
+			}
+		})
+	}
+	err = n.m.Replicate(ctx, &endReader{Stream: s, onEnd: leave}, s, model.ReplicateOptions{
+		QueueBytes: sb.cfg.QueueBytes,
+		OnDigest: func(id string) {
+			if id != "" {
+				source = id
+				n.addSource(id)
+			}
+		},
+	})
+	leave()
+
+	var pe *model.ProtocolError
+	switch {
+	case err == nil:
+		// FIN: what was queued went out; the handler half-closes.
+	case errors.As(err, &pe) && !pe.Remote:
+		// The error object was the last line; the handler half-closes.
+		log.Debug("scuttlebutt protocol error", "session", req.SessionID, "code", pe.Code, "message", pe.Message)
+	case errors.As(err, &pe):
+		log.Debug("scuttlebutt peer sent error", "session", req.SessionID, "code", pe.Code, "message", pe.Message)
+	case ctx.Err() != nil:
+		// The session ended or the server is shutting down.
+	default:
+		// A slow peer, the namespace closed, or the stream broke.
+		log.Debug("scuttlebutt stream ended", "session", req.SessionID, "err", err)
+		s.Reset()
+	}
+}
+
+// endReader is the reading side of a member's stream: it calls onEnd, in
+// the reading goroutine, when a Read first fails. It keeps the Stream's
+// SetReadDeadline, with which Replicate interrupts a pending Read.
+type endReader struct {
+	*channel.Stream
+	onEnd func()
+}
+
+func (r *endReader) Read(p []byte) (int, error) {
+	n, err := r.Stream.Read(p)
+	if err != nil {
+		r.onEnd()
+	}
+	return n, err
+}
+
+// errClosed is returned by join after Close.
+var errClosed = errors.New("endpoints: scuttlebutt closed")
+
+// join makes the stream a member of namespace, creating its replica or
+// taking it from the idle namespaces, and evicting the least recently used
+// idle namespace when the cap is reached.
+func (sb *Scuttlebutt) join(name string) (*sbNamespace, error) {
+	var evicted *sbNamespace
+	defer func() {
+		if evicted != nil {
+			evicted.close()
+		}
+	}()
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.closed {
+		return nil, errClosed
+	}
+	n := sb.busy[name]
+	if n == nil {
+		if idle, ok := sb.idle.Peek(name); ok {
+			sb.idle.Remove(name)
+			n = idle
+		} else {
+			if len(sb.busy)+sb.idle.Len() >= sb.cfg.MaxNamespaces {
+				_, oldest, ok := sb.idle.RemoveOldest()
+				if !ok {
+					return nil, limitf("scuttlebutt namespaces limit (%d) reached", sb.cfg.MaxNamespaces)
+				}
+				evicted = oldest
+				sb.cfg.Logger.Debug("scuttlebutt idle namespace evicted", "namespace", oldest.name)
+			}
+			var err error
+			if n, err = sb.newNamespace(name); err != nil {
+				return nil, err
+			}
+		}
+		sb.busy[name] = n
+	}
+	if sb.cfg.MaxMembers > 0 && n.members >= sb.cfg.MaxMembers {
+		return nil, limitf("members per scuttlebutt namespace limit (%d) reached", sb.cfg.MaxMembers)
+	}
+	n.members++
+	return n, nil
+}
+
+// newNamespace creates a replica. Called with sb.mu held.
+func (sb *Scuttlebutt) newNamespace(name string) (*sbNamespace, error) {
+	m := model.New(sb.cfg.modelOptions())
+	n := &sbNamespace{name: name, m: m, sources: make(map[string]int)}
+	if sb.cfg.Link != nil {
+		unlink, err := sb.cfg.Link.Link(name, m)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("endpoints: scuttlebutt: link namespace: %w", err)
+		}
+		n.unlink = unlink
+	}
+	return n, nil
+}
+
+// leave ends a membership; the last member's leaving makes the namespace
+// idle, the most recently used of the idle ones.
+func (sb *Scuttlebutt) leave(n *sbNamespace) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	n.members--
+	if n.members > 0 || sb.closed || sb.busy[n.name] != n {
+		return
+	}
+	delete(sb.busy, n.name)
+	sb.idle.Add(n.name, n)
+}
+
+// addSource counts an open stream whose digest carried id.
+func (n *sbNamespace) addSource(id string) {
+	n.srcMu.Lock()
+	n.sources[id]++
+	n.srcMu.Unlock()
+}
+
+// dropSource uncounts a stream that closed. When it was the last open
+// stream with that id and its header asked for ephemeral keys, the keys
+// whose current value came from id are deleted; a peer that reconnected
+// with the same id before its old stream closed keeps its keys. It returns
+// how many keys it deleted.
+func (n *sbNamespace) dropSource(id string, ephemeral bool) int {
+	n.srcMu.Lock()
+	defer n.srcMu.Unlock()
+	if n.sources[id]--; n.sources[id] > 0 {
+		return 0
+	}
+	delete(n.sources, id)
+	if !ephemeral {
+		return 0
+	}
+	return n.m.DeleteSource(id)
+}
+
+// janitor drops idle namespaces whose records have all expired, every
+// SweepInterval, until Close.
+func (sb *Scuttlebutt) janitor() {
+	defer sb.wg.Done()
+	t := time.NewTicker(sb.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-sb.done:
+			return
+		case <-t.C:
+			sb.dropEmpty()
+		}
+	}
+}
+
+// dropEmpty drops the idle namespaces that hold no record.
+func (sb *Scuttlebutt) dropEmpty() {
+	sb.mu.Lock()
+	candidates := sb.idle.Values()
+	sb.mu.Unlock()
+	var drop []*sbNamespace
+	for _, n := range candidates {
+		if n.m.Stats().Records > 0 {
+			continue
+		}
+		sb.mu.Lock()
+		// Still idle, and still empty: a cluster link may have written.
+		if cur, ok := sb.idle.Peek(n.name); ok && cur == n && n.m.Stats().Records == 0 {
+			sb.idle.Remove(n.name)
+			drop = append(drop, n)
+		}
+		sb.mu.Unlock()
+	}
+	for _, n := range drop {
+		n.close()
+	}
+}
