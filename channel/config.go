@@ -51,6 +51,20 @@ type Config struct {
 	// MaxPingsPerSecond is how many pings a session may send per second
 	// before it is closed with 4400. Default 10.
 	MaxPingsPerSecond int
+	// MaxSessions caps the sessions of the server; a connection past it is
+	// closed with 4429. Default 50 000.
+	MaxSessions int
+	// MaxSessionsPerIP caps the sessions from one client address; a
+	// connection past it is closed with 4429. Default 1000 (users behind
+	// one NAT share an address).
+	MaxSessionsPerIP int
+	// MaxStreamOpensPerSecond is how many streams a session may open per
+	// second; a stream past it gets `limit`. Default 100.
+	MaxStreamOpensPerSecond int
+	// MaxHeaderErrors is how many malformed stream headers (bad_header,
+	// unknown_endpoint, bad_namespace, bad_token) a session may send; the
+	// next one closes the session with 4400. Default 16.
+	MaxHeaderErrors int
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -66,21 +80,29 @@ const (
 	DefaultStreamOpenTimeout  = 15 * time.Second
 	DefaultStreamCloseTimeout = 30 * time.Second
 	DefaultMaxPingsPerSecond  = 10
+	DefaultMaxSessions        = 50000
+	DefaultMaxSessionsPerIP   = 1000
+	DefaultMaxStreamOpens     = 100
+	DefaultMaxHeaderErrors    = 16
 )
 
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		MaxStreams:         DefaultMaxStreams,
-		HeaderTimeout:      DefaultHeaderTimeout,
-		MaxMessageBytes:    DefaultMaxMessageBytes,
-		KeepAliveInterval:  DefaultKeepAliveInterval,
-		WriteTimeout:       DefaultWriteTimeout,
-		AcceptBacklog:      DefaultAcceptBacklog,
-		StreamOpenTimeout:  DefaultStreamOpenTimeout,
-		StreamCloseTimeout: DefaultStreamCloseTimeout,
-		MaxPingsPerSecond:  DefaultMaxPingsPerSecond,
-		Logger:             slog.Default(),
+		MaxStreams:              DefaultMaxStreams,
+		HeaderTimeout:           DefaultHeaderTimeout,
+		MaxMessageBytes:         DefaultMaxMessageBytes,
+		KeepAliveInterval:       DefaultKeepAliveInterval,
+		WriteTimeout:            DefaultWriteTimeout,
+		AcceptBacklog:           DefaultAcceptBacklog,
+		StreamOpenTimeout:       DefaultStreamOpenTimeout,
+		StreamCloseTimeout:      DefaultStreamCloseTimeout,
+		MaxPingsPerSecond:       DefaultMaxPingsPerSecond,
+		MaxSessions:             DefaultMaxSessions,
+		MaxSessionsPerIP:        DefaultMaxSessionsPerIP,
+		MaxHeaderErrors:         DefaultMaxHeaderErrors,
+		Logger:                  slog.Default(),
+		MaxStreamOpensPerSecond: DefaultMaxStreamOpens,
 	}
 }
 
@@ -96,6 +118,10 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.StreamOpenTimeout, d.StreamOpenTimeout)
 	setDefault(&c.StreamCloseTimeout, d.StreamCloseTimeout)
 	setDefault(&c.MaxPingsPerSecond, d.MaxPingsPerSecond)
+	setDefault(&c.MaxSessions, d.MaxSessions)
+	setDefault(&c.MaxSessionsPerIP, d.MaxSessionsPerIP)
+	setDefault(&c.MaxStreamOpensPerSecond, d.MaxStreamOpensPerSecond)
+	setDefault(&c.MaxHeaderErrors, d.MaxHeaderErrors)
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
@@ -126,6 +152,10 @@ func (c Config) Validate() error {
 	positive("StreamOpenTimeout", c.StreamOpenTimeout > 0)
 	positive("StreamCloseTimeout", c.StreamCloseTimeout > 0)
 	positive("MaxPingsPerSecond", c.MaxPingsPerSecond > 0)
+	positive("MaxSessions", c.MaxSessions > 0)
+	positive("MaxSessionsPerIP", c.MaxSessionsPerIP > 0)
+	positive("MaxStreamOpensPerSecond", c.MaxStreamOpensPerSecond > 0)
+	positive("MaxHeaderErrors", c.MaxHeaderErrors > 0)
 	if c.MaxMessageBytes < yamuxHeaderSize+streamWindow {
 		errs = append(errs, fmt.Errorf("channel: MaxMessageBytes must be at least %d (one whole yamux frame)", yamuxHeaderSize+streamWindow))
 	}

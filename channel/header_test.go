@@ -14,7 +14,7 @@ import (
 // TestHeaderErrors drives every header error of PROTOCOL.md section 2 over
 // one session, and checks after each that the session still serves.
 func TestHeaderErrors(t *testing.T) {
-	ts := newTestServer(t, channel.Config{}, func(h *channel.Handler) {
+	ts := newTestServer(t, channel.Config{MaxHeaderErrors: 1000}, func(h *channel.Handler) {
 		// relay's token rules apply once relay is a known endpoint
 		h.Handle("relay", channel.EndpointFunc(func(ctx context.Context, s *channel.Stream, r *channel.Request) {
 			s.Reject(channel.Errorf(channel.CodeInternal, "test relay"))

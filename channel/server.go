@@ -3,8 +3,10 @@ package channel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -68,9 +70,16 @@ type Handler struct {
 	wg       sync.WaitGroup
 
 	authorize Authorizer
+	perIP     map[string]int // sessions by client address, under mu
+	admitted  int            // sessions admitted, under mu
 
-	nSessions atomic.Int64
-	nStreams  atomic.Int64
+	nSessions      atomic.Int64
+	nSessionsTotal atomic.Int64
+	nStreams       atomic.Int64
+	byEndpoint     map[string]*atomic.Int64 // fixed once serving starts
+	rejected       map[Code]*atomic.Int64
+	closesMu       sync.Mutex
+	closes         map[int]int64
 }
 
 // NewHandler returns a Handler for cfg, which must be valid.
@@ -81,12 +90,20 @@ func NewHandler(cfg Config) (*Handler, error) {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Handler{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		endpoints: make(map[string]Endpoint),
-		ctx:       ctx,
-		cancel:    cancel,
-		sessions:  make(map[*session]struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		endpoints:  make(map[string]Endpoint),
+		ctx:        ctx,
+		cancel:     cancel,
+		sessions:   make(map[*session]struct{}),
+		perIP:      make(map[string]int),
+		byEndpoint: map[string]*atomic.Int64{},
+		rejected:   map[Code]*atomic.Int64{},
+		closes:     map[int]int64{},
+	}
+	for _, c := range []Code{CodeBadHeader, CodeUnknownEndpoint, CodeBadNamespace, CodeBadToken,
+		CodeForbidden, CodeLimit, CodeTimeout, CodeConflict, CodeInternal} {
+		h.rejected[c] = new(atomic.Int64)
 	}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HeaderTimeout,
@@ -104,6 +121,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 // Handle registers ep for the endpoint name. Call it before serving.
 func (h *Handler) Handle(name string, ep Endpoint) {
 	h.endpoints[name] = ep
+	h.byEndpoint[name] = new(atomic.Int64)
 }
 
 // SetAuthorizer sets a, asked about every stream after its header is valid.
@@ -111,13 +129,44 @@ func (h *Handler) SetAuthorizer(a Authorizer) { h.authorize = a }
 
 // Stats is a snapshot of the handler's counters.
 type Stats struct {
-	Sessions int64 // open sessions
-	Streams  int64 // streams being served
+	Sessions      int64            // open sessions
+	SessionsTotal int64            // sessions opened since start
+	Streams       int64            // streams being served, header phase included
+	ByEndpoint    map[string]int64 // streams being served by each endpoint
+	Rejected      map[Code]int64   // failure replies sent, by code
+	Closes        map[int]int64    // sessions ended, by the close code sent
 }
 
 // Stats returns the current counters.
 func (h *Handler) Stats() Stats {
-	return Stats{Sessions: h.nSessions.Load(), Streams: h.nStreams.Load()}
+	st := Stats{
+		Sessions:      h.nSessions.Load(),
+		SessionsTotal: h.nSessionsTotal.Load(),
+		Streams:       h.nStreams.Load(),
+		ByEndpoint:    make(map[string]int64, len(h.byEndpoint)),
+		Rejected:      make(map[Code]int64, len(h.rejected)),
+		Closes:        map[int]int64{},
+	}
+	for name, n := range h.byEndpoint {
+		st.ByEndpoint[name] = n.Load()
+	}
+	for code, n := range h.rejected {
+		st.Rejected[code] = n.Load()
+	}
+	h.closesMu.Lock()
+	for code, n := range h.closes {
+		st.Closes[code] = n
+	}
+	h.closesMu.Unlock()
+	return st
+}
+
+func (h *Handler) countReject(code Code) {
+	n, ok := h.rejected[code]
+	if !ok {
+		n = h.rejected[CodeInternal]
+	}
+	n.Add(1)
 }
 
 // ServeHTTP upgrades the request and serves the session until it ends.
@@ -143,12 +192,62 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	// Limits are told with a close code (PROTOCOL.md section 6), so they
+	// are checked once the WebSocket is up.
+	ip := clientIP(r)
+	if reason := h.admit(ip); reason != "" {
+		h.log.Warn("connection refused", "remote", r.RemoteAddr, "reason", reason)
+		h.countClose(CloseLimit)
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseLimit, reason), time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
+	defer h.leave(ip)
 	ws.SetReadLimit(h.cfg.MaxMessageBytes)
 	sess := h.newSession(ws, r)
 	if sess == nil {
 		return
 	}
 	sess.serve()
+}
+
+// admit counts a session from ip, or returns why it may not open.
+func (h *Handler) admit(ip string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.admitted >= h.cfg.MaxSessions {
+		return fmt.Sprintf("sessions limit (%d) reached", h.cfg.MaxSessions)
+	}
+	if h.perIP[ip] >= h.cfg.MaxSessionsPerIP {
+		return fmt.Sprintf("sessions per address limit (%d) reached", h.cfg.MaxSessionsPerIP)
+	}
+	h.perIP[ip]++
+	h.admitted++
+	return ""
+}
+
+func (h *Handler) leave(ip string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.admitted--
+	if h.perIP[ip]--; h.perIP[ip] <= 0 {
+		delete(h.perIP, ip)
+	}
+}
+
+func (h *Handler) countClose(code int) {
+	h.closesMu.Lock()
+	h.closes[code]++
+	h.closesMu.Unlock()
+}
+
+// clientIP is the address part of the request's remote address.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // Shutdown stops accepting sessions, closes every session with 1001 and waits
@@ -187,9 +286,11 @@ type session struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // stream goroutines
 
-	active    atomic.Int64 // streams counted against MaxStreams
-	rejecting atomic.Int64 // over-limit streams being answered
-	pings     pingMeter
+	active       atomic.Int64 // streams counted against MaxStreams
+	rejecting    atomic.Int64 // over-limit streams being answered
+	pings        rateMeter
+	opens        rateMeter
+	headerErrors atomic.Int64
 }
 
 func (h *Handler) newSession(ws *websocket.Conn, r *http.Request) *session {
@@ -198,6 +299,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request) *session {
 	conn := newWSConn(ws, h.cfg.WriteTimeout)
 	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn}
 	s.pings.limit = h.cfg.MaxPingsPerSecond
+	s.opens.limit = h.cfg.MaxStreamOpensPerSecond
 	conn.onPing = s.pings.allow
 	ys, err := yamux.Server(conn, h.cfg.yamuxConfig(log))
 	if err != nil { // the config was validated; this is a bug
@@ -219,6 +321,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request) *session {
 	h.sessions[s] = struct{}{}
 	h.mu.Unlock()
 	h.nSessions.Add(1)
+	h.nSessionsTotal.Add(1)
 	log.Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
 	return s
 }
@@ -239,6 +342,7 @@ func (s *session) serve() {
 		s.h.mu.Unlock()
 		s.h.nSessions.Add(-1)
 		code, reason := s.conn.closeStatus()
+		s.h.countClose(code)
 		s.log.Info("session closed", "code", code, "reason", reason)
 	}()
 	for {
@@ -247,7 +351,15 @@ func (s *session) serve() {
 			return
 		}
 		st := newStream(ys, s.conn, s.h.cfg.StreamCloseTimeout)
-		if s.active.Load() >= int64(s.h.cfg.MaxStreams) {
+		st.onReject = s.h.countReject
+		var refuse *Error
+		switch {
+		case s.active.Load() >= int64(s.h.cfg.MaxStreams):
+			refuse = Errorf(CodeLimit, "streams per session limit (%d) reached", s.h.cfg.MaxStreams)
+		case !s.opens.allow():
+			refuse = Errorf(CodeLimit, "stream opens per second limit (%d) reached", s.h.cfg.MaxStreamOpensPerSecond)
+		}
+		if refuse != nil {
 			if s.rejecting.Load() >= int64(s.h.cfg.MaxStreams) {
 				st.Reset() // flooding: no reply, no goroutine
 				st.Close()
@@ -258,7 +370,7 @@ func (s *session) serve() {
 			go func() {
 				defer s.wg.Done()
 				defer s.rejecting.Add(-1)
-				s.finish(st, Errorf(CodeLimit, "streams per session limit (%d) reached", s.h.cfg.MaxStreams))
+				s.finish(st, refuse)
 			}()
 			continue
 		}
@@ -306,7 +418,10 @@ func (s *session) serveStream(st *Stream) {
 		}
 	}
 	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote}
+	n := s.h.byEndpoint[hdr.Endpoint]
+	n.Add(1)
 	s.h.endpoints[hdr.Endpoint].ServeStream(s.ctx, st, req)
+	n.Add(-1)
 	if !st.replied.Load() {
 		s.finish(st, Errorf(CodeInternal, "the endpoint ended the stream without an answer"))
 		return
@@ -325,6 +440,15 @@ func (s *session) finish(st *Stream, e *Error) {
 	if e != nil {
 		s.log.Debug("stream rejected", "stream", st.id, "code", e.Code, "message", e.Message)
 		st.Reject(e)
+		switch e.Code {
+		case CodeBadHeader, CodeUnknownEndpoint, CodeBadNamespace, CodeBadToken:
+			if n := s.headerErrors.Add(1); n > int64(s.h.cfg.MaxHeaderErrors) {
+				s.log.Warn("closing session: too many malformed headers", "count", n)
+				s.close(CloseProtocolError, fmt.Sprintf("more than %d malformed stream headers", s.h.cfg.MaxHeaderErrors))
+				st.Close()
+				return
+			}
+		}
 	}
 	st.CloseWrite()
 	st.SetReadDeadline(time.Now().Add(s.h.cfg.StreamCloseTimeout))
@@ -332,15 +456,16 @@ func (s *session) finish(st *Stream, e *Error) {
 	st.Close()
 }
 
-// pingMeter limits pings per second.
-type pingMeter struct {
+// rateMeter counts events in the current second against a limit.
+type rateMeter struct {
 	mu     sync.Mutex
 	limit  int
 	second int64
 	count  int
 }
 
-func (p *pingMeter) allow() bool {
+// allow counts one event and reports whether it is within the limit.
+func (p *rateMeter) allow() bool {
 	now := time.Now().Unix()
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -31,6 +31,7 @@ type Stream struct {
 	reset    atomic.Bool
 	replied  atomic.Bool
 	rejected atomic.Bool
+	onReject func(Code) // counts failure replies, server side
 	closeW   sync.Once
 	released sync.Once
 }
@@ -226,6 +227,9 @@ func (s *Stream) Reject(e *Error) error {
 		return errors.New("channel: stream already answered")
 	}
 	s.rejected.Store(true)
+	if s.onReject != nil {
+		s.onReject(e.Code)
+	}
 	_, err := s.Write(encodeError(e))
 	if cerr := s.CloseWrite(); err == nil {
 		err = cerr
