@@ -222,11 +222,23 @@ func TestEchoSlowMemberDropped(t *testing.T) {
 	waitStats(t, ts, endpoints.BrokerStats{Namespaces: 1, Members: 3})
 
 	// Far more than the slow member's stream window (256 KiB) plus its
-	// queue (256 KiB): it must overflow.
-	const frames, size = 200, 16 << 10
+	// queue (256 KiB): it must overflow. The writer keeps at most a few
+	// frames ahead of the fast member, so that one never lags past its
+	// own queue however the goroutines are scheduled.
+	const frames, size, ahead = 200, 16 << 10, 4
 	done := make(chan error, 1)
+	credit := make(chan struct{}, ahead)
+	for range ahead {
+		credit <- struct{}{}
+	}
 	go func() {
 		for i := 0; i < frames; i++ {
+			select {
+			case <-credit:
+			case <-time.After(10 * time.Second):
+				done <- fmt.Errorf("fast member stalled at frame %d", i)
+				return
+			}
 			f := bytes.Repeat([]byte{byte(i)}, size)
 			if err := writer.Send(f); err != nil {
 				done <- err
@@ -244,6 +256,7 @@ func TestEchoSlowMemberDropped(t *testing.T) {
 		if err != nil || len(f) != size || f[0] != byte(i) {
 			t.Fatalf("fast member frame %d: %d bytes, %v", i, len(f), err)
 		}
+		credit <- struct{}{}
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
