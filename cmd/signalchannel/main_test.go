@@ -73,8 +73,8 @@ func startServer(t *testing.T, args ...string) (addr string, stop func() error, 
 }
 
 func TestServeEchoAndHealth(t *testing.T) {
-	addr, stop, logs := startServer(t)
-	for _, path := range []string{"/healthz", "/readyz"} {
+	addr, stop, logs := startServer(t, "-demo")
+	for _, path := range []string{"/healthz", "/readyz", "/demo/"} {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
 			t.Fatal(err)
@@ -98,6 +98,16 @@ func TestServeEchoAndHealth(t *testing.T) {
 	if f, err := e.Recv(); err != nil || string(f) != "hi" {
 		t.Fatalf("%q %v", f, err)
 	}
+
+	// Scuttlebutt is served, with the default maxAge.
+	st, reply, err := s.Open(ctx, channel.Header{Endpoint: channel.EndpointScuttlebutt, Namespace: "presence"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.ID == "" || reply.MaxAge != 60000 {
+		t.Fatalf("scuttlebutt reply %s", reply.Raw)
+	}
+	st.Close()
 
 	// Relay is served too.
 	type res struct {

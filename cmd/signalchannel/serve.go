@@ -15,6 +15,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
+	"github.com/signalchannel/signalchannel/examples/webrtc"
 )
 
 // options are the server's settings, one flag each.
@@ -24,10 +25,12 @@ type options struct {
 	logFormat       string
 	logLevel        string
 	origins         string
+	demo            bool
 
 	channel channel.Config
 	echo    endpoints.EchoConfig
 	relay   endpoints.RelayConfig
+	sb      endpoints.ScuttlebuttConfig
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -39,6 +42,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.origins, "allowed-origins", "", "comma-separated browser origins allowed to connect, e.g. https://*.example.com (empty: any)")
+	fs.BoolVar(&o.demo, "demo", false, "serve the WebRTC demo page and the JavaScript client under /demo/")
 
 	c := &o.channel
 	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "streams one session may have open at once")
@@ -50,6 +54,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&c.StreamOpenTimeout, "stream-open-timeout", c.StreamOpenTimeout, "yamux stream open timeout")
 	fs.DurationVar(&c.StreamCloseTimeout, "stream-close-timeout", c.StreamCloseTimeout, "how long a half-closed stream waits for the client's FIN")
 	fs.IntVar(&c.MaxPingsPerSecond, "max-pings-per-second", c.MaxPingsPerSecond, "yamux pings a client may send per second before its session is closed (4400)")
+	fs.IntVar(&c.MaxSessions, "max-sessions", c.MaxSessions, "sessions on the server; past it a connection is closed with 4429")
+	fs.IntVar(&c.MaxSessionsPerIP, "max-sessions-per-ip", c.MaxSessionsPerIP, "sessions from one client address; past it a connection is closed with 4429")
+	fs.IntVar(&c.MaxStreamOpensPerSecond, "max-stream-opens-per-second", c.MaxStreamOpensPerSecond, "streams one session may open per second; past it a stream gets limit")
+	fs.IntVar(&c.MaxHeaderErrors, "max-header-errors", c.MaxHeaderErrors, "malformed stream headers one session may send before it is closed with 4400")
 
 	e := &o.echo
 	fs.IntVar(&e.MaxFrame, "echo-max-frame", endpoints.DefaultEchoMaxFrame, "largest echo frame in bytes")
@@ -66,6 +74,19 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&r.Limits.Lifetime, "relay-max-lifetime", 0, "lifetime of one relay pair, whole seconds (0: no cap)")
 	fs.DurationVar(&r.Limits.Idle, "relay-idle-timeout", 0, "a relay pair with no byte either way for this long is closed (0: never)")
 	fs.Int64Var(&r.Limits.BytesPerSecond, "relay-rate", 0, "bytes per second per direction of one relay pair (0: no cap)")
+
+	sb := &o.sb
+	*sb = endpoints.DefaultScuttlebuttConfig()
+	fs.DurationVar(&sb.MaxAge, "scuttlebutt-max-age", sb.MaxAge, "a presence record expires this long after its timestamp")
+	fs.DurationVar(&sb.MaxSkew, "scuttlebutt-max-skew", sb.MaxSkew, "updates timestamped further in the future are ignored")
+	fs.DurationVar(&sb.SweepInterval, "scuttlebutt-sweep-interval", sb.SweepInterval, "how often expired records are purged")
+	fs.IntVar(&sb.MaxKeyBytes, "scuttlebutt-max-key-bytes", sb.MaxKeyBytes, "longest key in bytes")
+	fs.IntVar(&sb.MaxValueBytes, "scuttlebutt-max-value-bytes", sb.MaxValueBytes, "largest value in bytes, as JSON")
+	fs.IntVar(&sb.MaxKeys, "scuttlebutt-max-keys", sb.MaxKeys, "live keys in one namespace")
+	fs.IntVar(&sb.MaxLineBytes, "scuttlebutt-max-line-bytes", sb.MaxLineBytes, "longest protocol line, newline included")
+	fs.IntVar(&sb.MaxNamespaces, "scuttlebutt-max-namespaces", sb.MaxNamespaces, "scuttlebutt namespaces kept on the server (idle ones are evicted first)")
+	fs.IntVar(&sb.MaxMembers, "scuttlebutt-max-members", sb.MaxMembers, "members of one scuttlebutt namespace (0: no cap)")
+	fs.IntVar(&sb.QueueBytes, "scuttlebutt-queue-bytes", sb.QueueBytes, "bytes queued for one scuttlebutt member before it is dropped")
 
 	addEnvToUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -87,25 +108,39 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	// In Config a zero means "the default"; on the command line a zero or a
 	// negative limit is a mistake.
 	for name, ok := range map[string]bool{
-		"max-streams":          c.MaxStreams > 0,
-		"header-timeout":       c.HeaderTimeout > 0,
-		"max-message-bytes":    c.MaxMessageBytes > 0,
-		"keepalive":            c.KeepAliveInterval > 0,
-		"write-timeout":        c.WriteTimeout > 0,
-		"accept-backlog":       c.AcceptBacklog > 0,
-		"stream-open-timeout":  c.StreamOpenTimeout > 0,
-		"stream-close-timeout": c.StreamCloseTimeout > 0,
-		"max-pings-per-second": c.MaxPingsPerSecond > 0,
-		"shutdown-timeout":     o.shutdownTimeout > 0,
-		"echo-max-namespaces":  e.MaxNamespaces >= 0,
-		"echo-max-members":     e.MaxMembers >= 0,
-		"relay-pair-timeout":   r.PairTimeout > 0,
-		"relay-max-waiting":    r.MaxWaiting > 0,
-		"relay-max-pairs":      r.MaxPairs > 0,
-		"relay-max-bytes":      r.Limits.Bytes >= 0,
-		"relay-max-lifetime":   r.Limits.Lifetime >= 0,
-		"relay-idle-timeout":   r.Limits.Idle >= 0,
-		"relay-rate":           r.Limits.BytesPerSecond >= 0,
+		"max-streams":                 c.MaxStreams > 0,
+		"header-timeout":              c.HeaderTimeout > 0,
+		"max-message-bytes":           c.MaxMessageBytes > 0,
+		"keepalive":                   c.KeepAliveInterval > 0,
+		"write-timeout":               c.WriteTimeout > 0,
+		"accept-backlog":              c.AcceptBacklog > 0,
+		"stream-open-timeout":         c.StreamOpenTimeout > 0,
+		"stream-close-timeout":        c.StreamCloseTimeout > 0,
+		"max-pings-per-second":        c.MaxPingsPerSecond > 0,
+		"shutdown-timeout":            o.shutdownTimeout > 0,
+		"echo-max-namespaces":         e.MaxNamespaces >= 0,
+		"echo-max-members":            e.MaxMembers >= 0,
+		"max-sessions":                c.MaxSessions > 0,
+		"max-sessions-per-ip":         c.MaxSessionsPerIP > 0,
+		"max-stream-opens-per-second": c.MaxStreamOpensPerSecond > 0,
+		"max-header-errors":           c.MaxHeaderErrors > 0,
+		"scuttlebutt-max-age":         sb.MaxAge > 0,
+		"scuttlebutt-max-skew":        sb.MaxSkew > 0,
+		"scuttlebutt-sweep-interval":  sb.SweepInterval > 0,
+		"scuttlebutt-max-key-bytes":   sb.MaxKeyBytes > 0,
+		"scuttlebutt-max-value-bytes": sb.MaxValueBytes > 0,
+		"scuttlebutt-max-keys":        sb.MaxKeys > 0,
+		"scuttlebutt-max-line-bytes":  sb.MaxLineBytes > 0,
+		"scuttlebutt-max-namespaces":  sb.MaxNamespaces > 0,
+		"scuttlebutt-max-members":     sb.MaxMembers >= 0,
+		"scuttlebutt-queue-bytes":     sb.QueueBytes > 0,
+		"relay-pair-timeout":          r.PairTimeout > 0,
+		"relay-max-waiting":           r.MaxWaiting > 0,
+		"relay-max-pairs":             r.MaxPairs > 0,
+		"relay-max-bytes":             r.Limits.Bytes >= 0,
+		"relay-max-lifetime":          r.Limits.Lifetime >= 0,
+		"relay-idle-timeout":          r.Limits.Idle >= 0,
+		"relay-rate":                  r.Limits.BytesPerSecond >= 0,
 	} {
 		if !ok {
 			return nil, fmt.Errorf("-%s must be positive", name)
@@ -114,7 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if e.MaxFrame <= 0 || e.QueueBytes < e.MaxFrame+channel.FrameHeaderSize {
 		return nil, fmt.Errorf("-echo-queue-bytes (%d) must hold at least one frame of -echo-max-frame (%d) bytes", e.QueueBytes, e.MaxFrame)
 	}
-	return o, errors.Join(c.Validate(), r.Validate())
+	return o, errors.Join(c.Validate(), r.Validate(), sb.Validate())
 }
 
 func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
@@ -147,6 +182,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	o.channel.Logger = log
 	o.echo.Logger = log
 	o.relay.Logger = log
+	o.sb.Logger = log
 
 	h, err := channel.NewHandler(o.channel)
 	if err != nil {
@@ -159,6 +195,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	}
 	defer rel.Close() // after the sessions are closed, so clients see 1001
 	h.Handle(channel.EndpointRelay, rel)
+	sb, err := endpoints.NewScuttlebutt(o.sb)
+	if err != nil {
+		return err
+	}
+	defer sb.Close() // after the sessions are closed, like the relay
+	h.Handle(channel.EndpointScuttlebutt, sb)
 
 	var shuttingDown atomic.Bool
 	mux := http.NewServeMux()
@@ -174,6 +216,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		io.WriteString(w, "ok\n")
 	})
 
+	if o.demo {
+		mux.Handle(webrtc.Prefix, webrtc.Handler())
+	}
+
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
@@ -183,7 +229,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		ReadHeaderTimeout: o.channel.HeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel")
+	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel", "demo", o.demo)
 	log.Warn("no credentials configured: the server is open to every client")
 	if ready != nil {
 		ready(ln.Addr().String())

@@ -1,0 +1,51 @@
+// Package webrtc is the browser demo of signalchannel: two pages find each
+// other by presence (a scuttlebutt namespace), exchange offer, answer and
+// ICE candidates over a relay stream, and open an RTCPeerConnection data
+// channel; when no direct connection forms within a few seconds, their
+// messages go through the relay stream instead. The page shows which path
+// is in use.
+//
+// Handler serves the page and the JavaScript client. A server mounts it
+// with mux.Handle("/demo/", webrtc.Handler()); the page connects to the
+// channel at /v1/channel on the same host unless its URL names another with
+// ?server=ws://host:port/v1/channel.
+package webrtc
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+
+	signalchanneljs "github.com/signalchannel/signalchannel/js"
+)
+
+//go:embed static
+var static embed.FS
+
+// Prefix is the path Handler serves under.
+const Prefix = "/demo/"
+
+// Handler returns the handler of the demo, for requests whose path starts
+// with /demo/: /demo/ is the page, /demo/app.js its script and
+// /demo/signalchannel/ the JavaScript client (index.js and the modules it
+// imports). Other paths get 404. It is safe for concurrent use.
+func Handler() http.Handler {
+	page, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	client, err := fs.Sub(signalchanneljs.FS, "src")
+	if err != nil {
+		panic(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET "+Prefix+"signalchannel/", http.StripPrefix(Prefix+"signalchannel/", http.FileServerFS(client)))
+	mux.Handle("GET "+Prefix, http.StripPrefix(Prefix, http.FileServerFS(page)))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		mux.ServeHTTP(w, r)
+	})
+}

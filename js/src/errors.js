@@ -1,0 +1,28 @@
+/**
+ * SignalChannelError is every error the client reports. `code` is one of the
+ * protocol error codes of the server's failure replies (`bad_header`,
+ * `unknown_endpoint`, `bad_namespace`, `bad_token`, `forbidden`, `limit`,
+ * `timeout`, `conflict`, `internal`), a scuttlebutt error object's code
+ * (`limit`, `bad_line`), or one of the client's own codes:
+ *
+ * - `closed`: the session is not open, or ended (`closeCode` and
+ *   `closeReason` carry the WebSocket close code and reason, when known);
+ * - `reset`: the stream was reset, by the peer or locally;
+ * - `protocol`: the peer broke the yamux or stream protocol;
+ * - `frame_too_large`: an echo frame is longer than the namespace's maxFrame;
+ * - `bad_reply`: the server's reply line is not the JSON object expected.
+ */
+export class SignalChannelError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {{closeCode?: number, closeReason?: string, cause?: unknown}} [details]
+   */
+  constructor (code, message, details = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause })
+    this.name = 'SignalChannelError'
+    this.code = code
+    if (details.closeCode !== undefined) this.closeCode = details.closeCode
+    if (details.closeReason !== undefined) this.closeReason = details.closeReason
+  }
+}

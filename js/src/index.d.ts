@@ -1,0 +1,218 @@
+// Type declarations of the signalchannel JavaScript client.
+
+/** Error codes of the protocol's failure replies and scuttlebutt error objects. */
+export type ProtocolErrorCode =
+  | 'bad_header' | 'unknown_endpoint' | 'bad_namespace' | 'bad_token' | 'forbidden'
+  | 'limit' | 'timeout' | 'conflict' | 'internal' | 'bad_line'
+
+/** Error codes of the client itself. */
+export type ClientErrorCode = 'closed' | 'reset' | 'protocol' | 'frame_too_large' | 'bad_reply'
+
+/**
+ * Every error the client reports. `code` is a protocol error code sent by
+ * the server, or one of the client's own (see ClientErrorCode).
+ */
+export class SignalChannelError extends Error {
+  constructor (code: string, message: string, details?: { closeCode?: number, closeReason?: string, cause?: unknown })
+  readonly name: 'SignalChannelError'
+  readonly code: ProtocolErrorCode | ClientErrorCode | (string & {})
+  /** The WebSocket close code, for `closed` errors when known (1000, 1001, 4400, 4401, 4429, ...). */
+  readonly closeCode?: number
+  readonly closeReason?: string
+}
+
+export interface ConnectOptions {
+  /**
+   * Credentials: sent as `Authorization: Bearer <token>` when the client uses
+   * the `ws` package (Node without a global WebSocket), and as the
+   * `access_token` query parameter otherwise.
+   */
+  token?: string
+  /** A WebSocket class to use instead of the global one or the `ws` package. */
+  WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket
+  /** Aborts connecting. */
+  signal?: AbortSignal
+  /** Data writes wait while the WebSocket holds this many unsent bytes. Default 1 MiB. */
+  highWaterMark?: number
+  /** ... until it holds at most this many. Default 256 KiB. */
+  lowWaterMark?: number
+  /** The largest WebSocket message the client sends. Default 256 KiB. */
+  maxMessageBytes?: number
+}
+
+/** Connects to a signalchannel server's /v1/channel URL (ws:, wss:, http: or https:). */
+export function connect (url: string | URL, options?: ConnectOptions): Promise<Channel>
+
+export const SUBPROTOCOL: 'signalchannel.v1'
+export const MAX_HEADER_BYTES: 4096
+export const DEFAULT_MAX_FRAME: 65536
+export const INITIAL_WINDOW: 262144
+
+export interface OpenOptions {
+  /** Aborts waiting for the reply (a relay waiting for its partner, say): the stream is reset. */
+  signal?: AbortSignal
+}
+
+export interface ModelOptions extends OpenOptions {
+  /** Ask the server to delete this replica's keys as soon as the stream closes. */
+  ephemeral?: boolean
+  /** Replicate this Model instead of a new one. */
+  model?: Model
+  /** The replica id of a new Model. */
+  id?: string
+}
+
+/** One connection: a WebSocket carrying one yamux session. */
+export class Channel {
+  /** The subprotocol the server selected. */
+  readonly protocol: string
+  /** The yamux session. */
+  readonly session: Session
+  /** Resolves with the WebSocket close code and reason when the connection ends. */
+  readonly closed: Promise<{ code: number, reason: string }>
+  /** Joins an echo namespace. */
+  echo (namespace: string, options?: OpenOptions): Promise<Echo>
+  /** Replicates a Model with a scuttlebutt namespace; resolves once the server's history arrived. */
+  model (namespace: string, options?: ModelOptions): Promise<Model>
+  /** Waits for the partner (namespace, remote, local) and resolves with the pipe once paired. */
+  relay (namespace: string, local: string, remote: string, options?: OpenOptions): Promise<Relay>
+  /** Opens a stream with any header line and reads the reply (failure replies reject). */
+  open (header: object | string, options?: OpenOptions): Promise<{ stream: Stream, reader: ByteReader, reply: any }>
+  /** Round trip time to the server in milliseconds. */
+  ping (timeoutMs?: number): Promise<number>
+  /** Ends the session (default code 1000); every stream ends with a `closed` error. */
+  close (code?: number, reason?: string): Promise<{ code: number, reason: string }>
+}
+
+/** A member of an echo namespace. */
+export class Echo implements AsyncIterable<Uint8Array> {
+  readonly namespace: string
+  /** The largest frame the server accepts, from its reply. */
+  readonly maxFrame: number
+  readonly stream: Stream
+  /** Sends one frame (strings as UTF-8) to every member, this one included. Rejects with `frame_too_large` past maxFrame. */
+  send (data: string | ArrayBuffer | ArrayBufferView): Promise<void>
+  /** The next frame, or null once the stream has ended (after close()). */
+  recv (): Promise<Uint8Array | null>
+  [Symbol.asyncIterator] (): AsyncIterator<Uint8Array>
+  /** Leaves gracefully (FIN): queued frames still arrive, then the iteration ends. */
+  close (): Promise<void>
+  /** Leaves at once (RST). */
+  reset (): void
+}
+
+/** A paired relay stream. */
+export class Relay {
+  readonly namespace: string
+  readonly stream: Stream
+  /** The pair's caps: bytes per direction, lifetime in seconds; 0 means no cap. */
+  readonly limit: { bytes: number, seconds: number }
+  /** The partner's bytes. Cancelling it resets the stream. */
+  readonly readable: ReadableStream<Uint8Array>
+  /** Bytes for the partner. close() half-closes (FIN); abort() resets (RST). */
+  readonly writable: WritableStream<Uint8Array | ArrayBuffer | ArrayBufferView | string>
+  /** Resets the stream both ways. */
+  reset (): void
+}
+
+/** An update on the wire: [[key, value], ts, source] or with a fourth element, a signature. */
+export type Update = [[string, any], number, string] | [[string, any], number, string, any]
+
+export interface ModelEvents {
+  update: (kv: [string, any], ts: number, source: string, signature?: any) => void
+  change: (key: string, value: any) => void
+  sync: () => void
+  error: (err: SignalChannelError) => void
+  close: (err: SignalChannelError | null) => void
+}
+
+/**
+ * A scuttlebutt Model (npm scuttlebutt 5.x semantics and wire format): a
+ * replicated map. null deletes a key; the greater timestamp wins, and on
+ * equal timestamps the greater source.
+ */
+export class Model {
+  constructor (options?: { id?: string, maxAge?: number, maxKeyBytes?: number, maxValueBytes?: number })
+  /** The replica id, source of local updates. */
+  readonly id: string
+  /** Records this many ms old are hidden (set from the server's reply by Channel.model). */
+  maxAge: number | undefined
+  /** The server replica's id, after Channel.model. */
+  serverId?: string
+  /** The clock: the greatest timestamp seen from each source. */
+  readonly sources: Record<string, number>
+  /** Writes a JSON value (null or undefined deletes). Throws a `limit` error past 256-byte keys or 8 KiB values. */
+  set (key: string, value: any): this
+  delete (key: string): this
+  get (key: string): any
+  has (key: string): boolean
+  keys (): string[]
+  forEach (fn: (value: any, key: string) => void): this
+  toJSON (): Record<string, any>
+  /** Updates newer than clock's entries, sorted by (ts, source). */
+  history (clock?: Record<string, number>): Update[]
+  /** Applies a remote update; true when it became the key's value. */
+  applyUpdate (update: Update): boolean
+  /** Ends the model's replication streams gracefully. */
+  close (): Promise<void>
+  on<E extends keyof ModelEvents> (event: E, fn: ModelEvents[E]): this
+  on (event: `change:${string}`, fn: (value: any) => void): this
+  once<E extends keyof ModelEvents> (event: E, fn: ModelEvents[E]): this
+  off (event: string, fn: (...args: any[]) => void): this
+  addListener (event: string, fn: (...args: any[]) => void): this
+  removeListener (event: string, fn: (...args: any[]) => void): this
+  emit (event: string, ...args: any[]): boolean
+  listenerCount (event: string): number
+}
+
+/** Returns a random replica id: 32 upper-case hex digits. */
+export function createId (): string
+
+/** A yamux stream. */
+export class Stream {
+  readonly id: number
+  /** Bytes received and not yet read. */
+  readonly buffered: number
+  readonly bytesRead: number
+  readonly bytesWritten: number
+  /** The next received bytes, or null after the peer's FIN. */
+  read (): Promise<Uint8Array | null>
+  /** Sends data within the peer's window; resolves once queued on the WebSocket. */
+  write (data: string | ArrayBuffer | ArrayBufferView): Promise<void>
+  /** Half-closes (FIN) after pending writes. */
+  closeWrite (): Promise<void>
+  /** Aborts both ways (RST). */
+  reset (why?: string): void
+}
+
+/** Reads lines and exact byte counts from a stream. */
+export interface ByteReader {
+  readLine (max: number): Promise<Uint8Array | null>
+  readExact (n: number): Promise<Uint8Array | null>
+  readChunk (): Promise<Uint8Array | null>
+}
+
+/** A yamux session over any ordered byte transport. */
+export class Session {
+  constructor (
+    conn: { send (data: Uint8Array): void, close (code: number, reason: string): void, readonly bufferedAmount: number },
+    options?: {
+      client?: boolean, maxFrameBytes?: number, maxMessageBytes?: number, highWaterMark?: number,
+      lowWaterMark?: number, drainPollMs?: number, acceptBacklog?: number, synBacklog?: number,
+      onStream?: (s: Stream) => void
+    })
+  readonly closed: boolean
+  readonly error: SignalChannelError | null
+  /** Pings the peer answered by this side. */
+  readonly pingsAnswered: number
+  readonly streams: Map<number, Stream>
+  openStream (): Promise<Stream>
+  accept (): Promise<Stream>
+  ping (timeoutMs?: number): Promise<number>
+  goAway (code?: number): void
+  close (code?: number, reason?: string): void
+  /** Feeds the transport's bytes, cut anywhere. */
+  receive (chunk: Uint8Array): void
+  /** Reports the transport's end. */
+  transportClosed (code?: number, reason?: string): void
+}

@@ -1,0 +1,9 @@
+// signalchannel: the JavaScript client of a signalchannel server, for
+// browsers and Node 20+. See README.md.
+
+export { connect, Channel, SUBPROTOCOL, MAX_HEADER_BYTES } from './channel.js'
+export { SignalChannelError } from './errors.js'
+export { Echo, DEFAULT_MAX_FRAME } from './echo.js'
+export { Relay } from './relay.js'
+export { Model, createId } from './model.js'
+export { Session, Stream, INITIAL_WINDOW } from './yamux.js'

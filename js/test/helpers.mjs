@@ -1,0 +1,205 @@
+// Test helpers: build and run the real Go server on 127.0.0.1, poll with
+// deadlines.
+
+import { spawn, execFile } from 'node:child_process'
+import { mkdtempSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { promisify } from 'node:util'
+
+const execFileP = promisify(execFile)
+
+/** repoRoot is the Go module's root, two levels above this file. */
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+let built = null
+
+/**
+ * goBuild builds the Go package pkg (relative to the repo root) into a
+ * fresh temporary directory and returns the binary's path.
+ */
+export async function goBuild (pkg, name) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'signalchannel-js-'))
+  const out = path.join(dir, name)
+  try {
+    await execFileP('go', ['build', '-o', out, pkg], { cwd: repoRoot, timeout: 300_000, maxBuffer: 16 << 20 })
+  } catch (e) {
+    throw new Error(`go build ${pkg} failed:\n${e.stderr || e.message}`)
+  }
+  return out
+}
+
+/**
+ * serverBinary returns the server binary: SIGNALCHANNEL_BIN when the test
+ * runner built it, or one built here once per process.
+ */
+export async function serverBinary () {
+  const env = process.env.SIGNALCHANNEL_BIN
+  if (env && existsSync(env)) return env
+  if (!built) built = goBuild('./cmd/signalchannel', 'signalchannel')
+  return built
+}
+
+/**
+ * startServer runs `signalchannel serve -addr 127.0.0.1:0 -log-format json
+ * ...args` and resolves once it logs "listening". stop() ends it.
+ * options.bin replaces the server binary, options.argv its arguments
+ * (without -addr), and options.prefix is a command that runs it (such as
+ * ip netns exec NAME).
+ * @param {string[]} [args]
+ * @param {{bin?: string, argv?: string[], prefix?: string[]}} [options]
+ */
+export async function startServer (args = [], options = {}) {
+  const bin = options.bin ?? await serverBinary()
+  const argv = [...(options.argv ?? ['serve', '-log-format', 'json']), '-addr', '127.0.0.1:0', ...args]
+  const prefix = options.prefix ?? []
+  const cmd = prefix.length > 0 ? prefix[0] : bin
+  const cmdArgs = prefix.length > 0 ? [...prefix.slice(1), bin, ...argv] : argv
+  const proc = spawn(cmd, cmdArgs, {
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
+  const logs = []
+  const exited = new Promise((resolve) => proc.once('exit', (code, sig) => resolve({ code, sig })))
+  const addr = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`server did not log "listening" within 20 s:\n${logs.join('\n')}`))
+    }, 20_000)
+    const rl = createInterface({ input: proc.stderr })
+    rl.on('line', (line) => {
+      logs.push(line)
+      if (logs.length > 2000) logs.shift()
+      let rec
+      try {
+        rec = JSON.parse(line)
+      } catch {
+        return
+      }
+      if (rec.msg === 'listening' && typeof rec.addr === 'string') {
+        clearTimeout(timer)
+        resolve(rec.addr)
+      }
+    })
+    exited.then(({ code, sig }) => {
+      clearTimeout(timer)
+      reject(new Error(`server exited (${code ?? sig}) before listening:\n${logs.join('\n')}`))
+    })
+  })
+  let stopping = null
+  return {
+    addr,
+    url: `ws://${addr}/v1/channel`,
+    httpURL: `http://${addr}`,
+    logs,
+    proc,
+    /** stop ends the server: SIGTERM, then SIGKILL after 5 s. */
+    stop () {
+      if (stopping) return stopping
+      if (proc.exitCode !== null || proc.signalCode !== null) return (stopping = exited)
+      proc.kill('SIGTERM')
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000)
+      stopping = exited.finally(() => clearTimeout(timer))
+      return stopping
+    }
+  }
+}
+
+/**
+ * waitFor polls cond (sync or async) every interval ms until it returns a
+ * truthy value, which it resolves with, or rejects after timeout ms with
+ * the last error or message.
+ */
+export async function waitFor (cond, { timeout = 5000, interval = 5, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout
+  let last
+  for (;;) {
+    try {
+      const v = await cond()
+      if (v) return v
+    } catch (e) {
+      last = e
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`${message} not met within ${timeout} ms${last ? ': ' + (last.message ?? last) : ''}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, interval))
+  }
+}
+
+/** within rejects if p does not settle within ms. */
+export function within (p, ms, what = 'operation') {
+  let timer
+  return Promise.race([
+    p,
+    new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)
+    })
+  ]).finally(() => clearTimeout(timer))
+}
+
+/** unique returns a name no other test uses. */
+let seq = 0
+export function unique (prefix) {
+  return `${prefix}-${process.pid}-${++seq}-${Date.now().toString(36)}`
+}
+
+/** pseudoRandom returns a deterministic generator of integers in [0, n). */
+export function pseudoRandom (seed = 1) {
+  let x = seed >>> 0 || 1
+  return (n) => {
+    x ^= x << 13
+    x >>>= 0
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    return x % n
+  }
+}
+
+/** pattern returns n bytes of a pattern that depends on seed and position. */
+export function pattern (n, seed = 0) {
+  const b = new Uint8Array(n)
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7 + (i >>> 11)) & 0xff
+  return b
+}
+
+/** expectCode asserts that p rejects with a SignalChannelError of code. */
+export async function expectCode (p, code) {
+  try {
+    await p
+  } catch (e) {
+    if (e?.name === 'SignalChannelError' && e.code === code && typeof e.message === 'string' && e.message.length > 0) return e
+    throw new Error(`want SignalChannelError ${code}, got ${e?.name} ${e?.code}: ${e?.message}`)
+  }
+  throw new Error(`want SignalChannelError ${code}, got success`)
+}
+
+const helpCache = new Map()
+
+/**
+ * serverFlags returns the names of the flags `signalchannel serve` takes,
+ * read from its -h output.
+ */
+export async function serverFlags (bin) {
+  bin = bin ?? await serverBinary()
+  if (!helpCache.has(bin)) {
+    helpCache.set(bin, new Promise((resolve) => {
+      execFile(bin, ['serve', '-h'], { timeout: 10_000 }, (err, stdout, stderr) => {
+        const text = `${stdout}\n${stderr}`
+        if (err && !text.includes('-addr')) return resolve(new Set())
+        resolve(new Set([...text.matchAll(/^\s+-([a-z0-9-]+)/gm)].map((m) => m[1])))
+      })
+    }))
+  }
+  return helpCache.get(bin)
+}
+
+/** relayTimeoutFlag returns the server's flag for the relay pairing timeout, or null. */
+export async function relayTimeoutFlag (bin) {
+  const flags = await serverFlags(bin)
+  if (flags.has('relay-pair-timeout')) return 'relay-pair-timeout'
+  for (const f of flags) if (/^relay-pair.*timeout$/.test(f)) return f
+  return null
+}

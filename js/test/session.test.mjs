@@ -1,0 +1,183 @@
+// Sessions against the real server: connecting, credentials on the wire,
+// error codes of the stream header, limits, many streams, pings, closing.
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { WebSocketServer, WebSocket as WS } from 'ws'
+import { connect, SignalChannelError } from '../src/index.js'
+import { ByteReader } from '../src/bytes.js'
+import { readReply } from '../src/channel.js'
+import { startServer, unique, waitFor, within, expectCode } from './helpers.mjs'
+
+const dec = new TextDecoder()
+
+/** caught resolves with what p rejects with (handled at once), or with an Error when p resolves. */
+function caught (p) {
+  return p.then(() => new Error('resolved'), (e) => e)
+}
+
+/** withServer runs fn with a server started with args, and stops it after. */
+async function withServer (args, fn) {
+  const srv = await startServer(args)
+  const channels = []
+  const dial = async (options) => {
+    const ch = await connect(srv.url, options)
+    channels.push(ch)
+    return ch
+  }
+  try {
+    return await fn(srv, dial)
+  } finally {
+    for (const ch of channels) ch.close()
+    await srv.stop()
+  }
+}
+
+test('header errors: bad_header, unknown_endpoint, bad_namespace', () => withServer([], async (srv, dial) => {
+  const ch = await dial()
+  assert.equal(ch.protocol, 'signalchannel.v1')
+  await expectCode(ch.open('not json'), 'bad_header')
+  await expectCode(ch.open('[1,2]'), 'bad_header')
+  await expectCode(ch.open({ endpoint: 'echo' }), 'bad_header')
+  await expectCode(ch.open({ namespace: 'x' }), 'bad_header')
+  await expectCode(ch.open({ endpoint: 'echo', namespace: 5 }), 'bad_header')
+  await expectCode(ch.open({ endpoint: 'echo', namespace: 'x', pad: 'p'.repeat(4100) }), 'bad_header')
+  await expectCode(ch.open({ endpoint: 'nope', namespace: 'x' }), 'unknown_endpoint')
+  await expectCode(ch.echo(''), 'bad_namespace')
+  await expectCode(ch.echo('n'.repeat(257)), 'bad_namespace')
+  await expectCode(ch.echo('tab\there'), 'bad_namespace')
+  await expectCode(ch.echo('del\u007f'), 'bad_namespace')
+  // 256 bytes of UTF-8 pass; unknown fields are ignored.
+  await ch.echo('é'.repeat(128))
+  await ch.open({ endpoint: 'echo', namespace: 'x', extra: { any: 1 } })
+  // Failed streams are freed on both sides; the session goes on.
+  await waitFor(() => ch.session.streams.size === 2, { message: 'failed streams freed' })
+}))
+
+test('limit: streams per session (-max-streams 4)', () => withServer(['-max-streams', '4'], async (srv, dial) => {
+  const ch = await dial()
+  const members = []
+  for (let i = 0; i < 4; i++) members.push(await ch.echo(unique('m')))
+  const err = await expectCode(ch.echo(unique('m')), 'limit')
+  assert.match(err.message, /4/)
+  // Another session has its own count.
+  await (await dial()).echo(unique('other'))
+  // Leaving frees a place, once the server has ended the stream.
+  await members[0].close()
+  assert.equal(await members[0].recv(), null)
+  await waitFor(async () => {
+    try {
+      members.push(await ch.echo(unique('m')))
+      return true
+    } catch (e) {
+      if (e.code === 'limit') return false
+      throw e
+    }
+  }, { timeout: 5000, message: 'a place freed' })
+}))
+
+test('timeout: no header within -header-timeout', () => withServer(['-header-timeout', '200ms'], async (srv, dial) => {
+  const ch = await dial()
+  const stream = await ch.session.openStream()
+  const reader = new ByteReader(stream)
+  const t0 = Date.now()
+  const reply = await within(readReply(reader), 5000, 'timeout reply')
+  const took = Date.now() - t0
+  assert.equal(reply.ok, false)
+  assert.ok(reply.error instanceof SignalChannelError)
+  assert.equal(reply.error.code, 'timeout')
+  assert.ok(took >= 150 && took < 3000, `timeout reply after ${took} ms`)
+  // A header sent in time still works on the same session.
+  const e = await ch.echo(unique('intime'))
+  await e.send('x')
+  assert.equal(dec.decode(await e.recv()), 'x')
+}))
+
+test('100 concurrent streams on one connection', () => withServer(['-max-streams', '128'], async (srv, dial) => {
+  const ch = await dial()
+  const n = 100
+  const t0 = performance.now()
+  const members = await within(Promise.all(Array.from({ length: n }, (_, i) => ch.echo(unique('many') + '-' + i))), 20000, 'opening 100 streams')
+  assert.equal(new Set(members.map((m) => m.stream.id)).size, n)
+  await within(Promise.all(members.map(async (m, i) => {
+    for (let k = 0; k < 5; k++) await m.send(`${i}:${k}`)
+    for (let k = 0; k < 5; k++) assert.equal(dec.decode(await m.recv()), `${i}:${k}`)
+    await m.close()
+    assert.equal(await m.recv(), null)
+  })), 30000, '100 streams round trip')
+  console.log(`# 100 streams: opened, 500 frames round trip and closed in ${(performance.now() - t0).toFixed(0)} ms`)
+  await waitFor(() => ch.session.streams.size === 0, { message: 'all streams freed' })
+}))
+
+test('pings from the server are answered and keep the session alive', () => withServer(['-keepalive', '50ms', '-write-timeout', '1s'], async (srv, dial) => {
+  const ch = await dial()
+  await waitFor(() => ch.session.pingsAnswered >= 10, { timeout: 5000, message: '10 pings answered' })
+  assert.equal(ch.session.closed, false)
+  const e = await ch.echo(unique('alive'))
+  await e.send('still here')
+  assert.equal(dec.decode(await e.recv()), 'still here')
+  assert.ok(await ch.ping() >= 0)
+}))
+
+test('close: streams end with `closed`; server shutdown is seen as 1001', () => withServer([], async (srv, dial) => {
+  const ch = await dial()
+  const e = await ch.echo(unique('c'))
+  const pending = caught(e.recv())
+  const closed = await ch.close()
+  assert.equal(closed.code, 1000)
+  assert.equal((await pending).code, 'closed')
+  await expectCode(ch.echo('x'), 'closed')
+
+  const ch2 = await dial()
+  const e2 = await ch2.echo(unique('c2'))
+  const pending2 = caught(e2.recv())
+  await srv.stop()
+  const { code } = await within(ch2.closed, 10000, 'close on shutdown')
+  assert.equal(code, 1001)
+  const err = await pending2
+  assert.equal(err.code, 'closed')
+  assert.equal(err.closeCode, 1001)
+}))
+
+test('connect fails with `closed` when nothing listens', async () => {
+  const srv = await startServer()
+  const url = srv.url
+  await srv.stop()
+  await expectCode(connect(url), 'closed')
+})
+
+test('the token goes in the Authorization header with ws, in access_token otherwise', async () => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => [...p][0] })
+  await new Promise((resolve) => wss.once('listening', resolve))
+  const seen = []
+  wss.on('connection', (sock, req) => seen.push({ url: req.url, auth: req.headers.authorization, proto: sock.protocol }))
+  const base = `ws://127.0.0.1:${wss.address().port}/v1/channel`
+  try {
+    const a = await connect(base, { token: 'tok-1' })
+    class BrowserLike extends WS {
+      constructor (url, protocols) { super(url, protocols) }
+    }
+    const b = await connect(base, { token: 'tok 2&x', WebSocket: BrowserLike })
+    const c = await connect(base.replace('ws:', 'http:'))
+    await waitFor(() => seen.length === 3, { message: 'three connections' })
+    const byAuth = seen.find((s) => s.auth)
+    assert.equal(byAuth.auth, 'Bearer tok-1')
+    assert.equal(byAuth.url, '/v1/channel')
+    const byQuery = seen.find((s) => s.url.includes('access_token'))
+    assert.equal(new URL(byQuery.url, 'http://x').searchParams.get('access_token'), 'tok 2&x')
+    assert.equal(byQuery.auth, undefined)
+    for (const s of seen) assert.equal(s.proto, 'signalchannel.v1')
+    a.close()
+    b.close()
+    c.close()
+  } finally {
+    for (const c of wss.clients) c.terminate()
+    await new Promise((resolve) => wss.close(resolve))
+  }
+})
+
+test('an aborted signal cancels connect and open', () => withServer([], async (srv, dial) => {
+  await assert.rejects(connect(srv.url, { signal: AbortSignal.abort() }), (e) => e.name === 'AbortError')
+  const ch = await dial()
+  await assert.rejects(ch.echo('x', { signal: AbortSignal.abort() }), (e) => e.name === 'AbortError')
+}))

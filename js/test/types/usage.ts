@@ -1,0 +1,35 @@
+// Compiled by types.test.mjs against the package's declarations: the
+// snippets of README.md, typed.
+import { connect, Model, SignalChannelError, type Update } from 'signalchannel'
+
+export async function usage (token: string): Promise<void> {
+  const ch = await connect('ws://127.0.0.1:8080/v1/channel', { token })
+  const room = await ch.echo('room-1')
+  await room.send('hello')
+  await room.send(new Uint8Array([1, 2, 3]))
+  for await (const frame of room) {
+    const n: number = frame.byteLength
+    if (n > room.maxFrame) break
+  }
+  const presence = await ch.model('presence', { ephemeral: true })
+  presence.set('alice', { status: 'online' })
+  presence.on('update', (kv, ts, source) => { const k: string = kv[0]; void ts; void source; void k })
+  presence.on('change:alice', (v) => { void v })
+  const all: Record<string, any> = presence.toJSON()
+  void all
+  const m = new Model({ id: 'me' })
+  const h: Update[] = m.history({})
+  void h
+  const pipe = await ch.relay('calls', 'tokA', 'tokB', { signal: AbortSignal.timeout(30_000) })
+  const w = pipe.writable.getWriter()
+  await w.write('offer')
+  await w.close()
+  for await (const chunk of pipe.readable) void chunk
+  try {
+    await ch.echo('')
+  } catch (e) {
+    if (e instanceof SignalChannelError && e.code === 'bad_namespace') void e.message
+  }
+  const { code } = await ch.close()
+  void code
+}
