@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/signalchannel/signalchannel/auth"
 )
 
 // Config tunes a Handler. The zero value of a field means its default;
@@ -65,6 +67,11 @@ type Config struct {
 	// unknown_endpoint, bad_namespace, bad_token) a session may send; the
 	// next one closes the session with 4400. Default 16.
 	MaxHeaderErrors int
+	// Verifier checks every connection's token (PROTOCOL.md section 7):
+	// without a valid one a connection is closed with 4401, a stream its
+	// allow list does not cover gets `forbidden`, and a session is closed
+	// with 4401 when its token expires. Default nil: the server is open.
+	Verifier *auth.Verifier
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 }

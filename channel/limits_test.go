@@ -109,3 +109,63 @@ func TestSessionCaps(t *testing.T) {
 		})
 	}
 }
+
+// Drain: no new sessions or streams, open streams go on until they finish,
+// then Shutdown closes the sessions with 1001.
+func TestDrain(t *testing.T) {
+	ts := newTestServer(t, channel.Config{})
+	s := dial(t, ts.URL)
+	e, err := s.Echo(ctxT(t), "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- ts.Drain(ctx)
+	}()
+	waitFor(t, 5*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if s2, err := channel.Dial(ctx, ts.URL, channel.DialOptions{}); err == nil {
+			s2.Close()
+			return errorf("new session accepted while draining")
+		}
+		return nil
+	})
+	waitFor(t, 5*time.Second, func() error {
+		if st, _, err := s.Open(ctxT(t), channel.Header{Endpoint: "echo", Namespace: "late"}); err == nil {
+			st.Close()
+			return errorf("new stream accepted while draining")
+		}
+		return nil
+	})
+	if err := e.Send([]byte("still flowing")); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := e.Recv(); err != nil || string(f) != "still flowing" {
+		t.Fatalf("%q %v", f, err)
+	}
+	select {
+	case err := <-drained:
+		t.Fatalf("drain ended with a stream open: %v", err)
+	default:
+	}
+	e.Close()
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain did not end after the last stream")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ts.Shutdown(ctx)
+	<-s.Done()
+	if code, _ := s.CloseReason(); code != 1001 {
+		t.Fatalf("close %d", code)
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/yamux"
+
+	"github.com/signalchannel/signalchannel/auth"
 )
 
 // Subprotocol is the WebSocket subprotocol the server selects when offered.
@@ -187,24 +189,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.wg.Done()
 
+	// Credentials and limits are told with a close code and a reason
+	// (PROTOCOL.md section 6): a browser cannot read an HTTP status, so a
+	// refused client is upgraded, then closed. A session is counted before
+	// the handshake completes, so a client that has its WebSocket counts.
+	var (
+		claims     *auth.Claims
+		refuseCode int
+		refused    string
+	)
+	if h.cfg.Verifier != nil {
+		var err error
+		if claims, err = h.cfg.Verifier.VerifyRequest(r); err != nil {
+			refuseCode, refused = CloseUnauthorized, auth.CloseReason(err)
+			h.log.Info("credentials refused", "remote", r.RemoteAddr, "err", err)
+		}
+	}
+	ip := clientIP(r)
+	if refused == "" {
+		if refused = h.admit(ip); refused != "" {
+			refuseCode = CloseLimit
+			h.log.Warn("connection refused", "remote", r.RemoteAddr, "reason", refused)
+		} else {
+			defer h.leave(ip)
+		}
+	}
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		h.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	// Limits are told with a close code (PROTOCOL.md section 6), so they
-	// are checked once the WebSocket is up.
-	ip := clientIP(r)
-	if reason := h.admit(ip); reason != "" {
-		h.log.Warn("connection refused", "remote", r.RemoteAddr, "reason", reason)
-		h.countClose(CloseLimit)
-		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseLimit, reason), time.Now().Add(time.Second))
+	if refused != "" {
+		h.countClose(refuseCode)
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(refuseCode, refused), time.Now().Add(time.Second))
 		ws.Close()
 		return
 	}
-	defer h.leave(ip)
 	ws.SetReadLimit(h.cfg.MaxMessageBytes)
-	sess := h.newSession(ws, r)
+	sess := h.newSession(ws, r, claims)
 	if sess == nil {
 		return
 	}
@@ -250,6 +272,32 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
+// Drain stops accepting sessions, tells every session to open no more
+// streams (a yamux go-away; new streams are reset) and waits until no stream
+// is being served, or ctx ends. Call Shutdown after it to close the sessions.
+func (h *Handler) Drain(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	sessions := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		sessions = append(sessions, s)
+	}
+	h.mu.Unlock()
+	for _, s := range sessions {
+		s.ys.GoAway()
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for h.nStreams.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // Shutdown stops accepting sessions, closes every session with 1001 and waits
 // for them to end, or for ctx.
 func (h *Handler) Shutdown(ctx context.Context) error {
@@ -291,9 +339,11 @@ type session struct {
 	pings        rateMeter
 	opens        rateMeter
 	headerErrors atomic.Int64
+	claims       *auth.Claims // nil on an open server
+	expiry       *time.Timer  // closes the session when the token expires
 }
 
-func (h *Handler) newSession(ws *websocket.Conn, r *http.Request) *session {
+func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
 	id := uuid.NewString()
 	log := h.log.With("session", id)
 	conn := newWSConn(ws, h.cfg.WriteTimeout)
@@ -310,6 +360,12 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request) *session {
 	}
 	s.ys = ys
 	s.ctx, s.cancel = context.WithCancel(h.ctx)
+	if claims != nil {
+		s.claims = claims
+		s.ctx = auth.NewContext(s.ctx, claims)
+		log = log.With("sub", claims.Subject)
+		s.log = log
+	}
 
 	h.mu.Lock()
 	if h.closed {
@@ -320,6 +376,12 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request) *session {
 	}
 	h.sessions[s] = struct{}{}
 	h.mu.Unlock()
+	if claims != nil { // stopped by serve when the session ends
+		s.expiry = time.AfterFunc(time.Until(claims.ValidUntil), func() {
+			s.log.Info("closing session: token expired")
+			s.close(CloseUnauthorized, "token expired")
+		})
+	}
 	h.nSessions.Add(1)
 	h.nSessionsTotal.Add(1)
 	log.Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
@@ -334,6 +396,9 @@ func (s *session) close(code int, reason string) {
 // serve accepts streams until the session ends, then waits for them.
 func (s *session) serve() {
 	defer func() {
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
 		s.ys.Close()
 		s.cancel()
 		s.wg.Wait()
@@ -409,6 +474,10 @@ func (s *session) serveStream(st *Stream) {
 	hdr, perr := ParseHeader(line, func(name string) bool { _, ok := s.h.endpoints[name]; return ok })
 	if perr != nil {
 		s.finish(st, perr)
+		return
+	}
+	if c := s.claims; c != nil && !c.Allows(hdr.Endpoint, hdr.Namespace) {
+		s.finish(st, Errorf(CodeForbidden, "the token of %q does not allow %s:%s", clip(c.Subject), hdr.Endpoint, clip(hdr.Namespace)))
 		return
 	}
 	if s.h.authorize != nil {
