@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/signalchannel/signalchannel/channel"
@@ -42,6 +43,28 @@ type Echo struct {
 	cfg    EchoConfig
 	broker Broker
 	local  *MemoryBroker // nil when a custom broker is used
+	count  echoCounters
+}
+
+// echoCounters are the endpoint's running totals.
+type echoCounters struct {
+	framesIn, bytesIn, framesOut, bytesOut, dropped atomic.Int64
+}
+
+// EchoCounters are totals since the endpoint started.
+type EchoCounters struct {
+	FramesIn, BytesIn   int64 // frames members wrote, and their bytes
+	FramesOut, BytesOut int64 // frames written to members, and their bytes
+	Dropped             int64 // members reset because their queue overflowed
+}
+
+// Counters returns the totals since the endpoint started.
+func (e *Echo) Counters() EchoCounters {
+	return EchoCounters{
+		FramesIn: e.count.framesIn.Load(), BytesIn: e.count.bytesIn.Load(),
+		FramesOut: e.count.framesOut.Load(), BytesOut: e.count.bytesOut.Load(),
+		Dropped: e.count.dropped.Load(),
+	}
 }
 
 var _ channel.Endpoint = (*Echo)(nil)
@@ -83,7 +106,7 @@ type echoReply struct {
 // goroutine that it starts and waits for.
 func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.Request) {
 	ns := req.Header.Namespace
-	m := newMember(s, e.cfg.QueueBytes)
+	m := newMember(s, e.cfg.QueueBytes, &e.count)
 	unsubscribe, err := e.broker.Subscribe(ns, m)
 	if err != nil {
 		code := channel.CodeInternal
@@ -110,6 +133,8 @@ func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.
 	for {
 		frame, err := channel.ReadFrame(s, e.cfg.MaxFrame)
 		if err == nil {
+			e.count.framesIn.Add(1)
+			e.count.bytesIn.Add(int64(len(frame)))
 			if perr := e.broker.Publish(ns, frame); perr != nil {
 				e.cfg.Logger.Error("echo publish", "session", req.SessionID, "err", perr)
 				err = perr
@@ -141,6 +166,7 @@ func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.
 type member struct {
 	s     *channel.Stream
 	limit int
+	count *echoCounters
 
 	mu       sync.Mutex
 	queue    [][]byte
@@ -160,8 +186,8 @@ const (
 	memberGone                  // stream already reset or session over
 )
 
-func newMember(s *channel.Stream, limit int) *member {
-	return &member{s: s, limit: limit, wake: make(chan struct{}, 1)}
+func newMember(s *channel.Stream, limit int, count *echoCounters) *member {
+	return &member{s: s, limit: limit, count: count, wake: make(chan struct{}, 1)}
 }
 
 // Deliver implements Subscriber. It never blocks: on overflow the member is
@@ -175,6 +201,7 @@ func (m *member) Deliver(frame []byte) {
 	}
 	size := channel.FrameHeaderSize + len(frame)
 	if m.queued+size > m.limit {
+		m.count.dropped.Add(1)
 		m.state = memberAborted
 		m.queue, m.queued = nil, 0
 		m.mu.Unlock()
@@ -255,6 +282,10 @@ func (m *member) write(batch [][]byte) error {
 	m.spare = batch
 	m.mu.Unlock()
 	_, err := m.s.Write(buf)
+	if err == nil {
+		m.count.framesOut.Add(int64(len(batch)))
+		m.count.bytesOut.Add(int64(len(buf) - channel.FrameHeaderSize*len(batch)))
+	}
 	if cap(buf) <= 64<<10 {
 		m.writeBuf = buf[:0]
 	} else {

@@ -131,6 +131,25 @@ func TestServeEchoAndHealth(t *testing.T) {
 		t.Fatalf("relay read %q %v", buf[:n], err)
 	}
 
+	// Metrics tell what happened.
+	s.Open(ctx, []byte(`{"endpoint":"echo"}`)) // one bad_header
+	body := scrape(t, addr)
+	for _, want := range []string{
+		"signalchannel_sessions 1",
+		"signalchannel_echo_frames_in_total 1",
+		"signalchannel_echo_frames_out_total 1",
+		`signalchannel_stream_errors_total{code="bad_header"} 1`,
+		"signalchannel_relay_pairs_opened_total 1",
+		"signalchannel_relay_bytes_total 14",
+		`signalchannel_streams{endpoint="relay"} 2`,
+		"go_memstats_heap_inuse_bytes",
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want+" ") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
 	// Shutdown: the session is closed with 1001 and run returns.
 	start := time.Now()
 	if err := stop(); err != nil {
@@ -202,5 +221,65 @@ func TestBadFlags(t *testing.T) {
 	defer cancel()
 	if err := run(ctx, []string{"serve", "-addr", "127.0.0.1:0"}, io.Discard, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "SIGNALCHANNEL_MAX_STREAMS") {
 		t.Errorf("bad env: %v", err)
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// keygen, token and serve -auth-public-key-file work together: a minted
+// token opens what it allows, and no token is closed with 4401.
+func TestTokensEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := dir+"/k.pem", dir+"/k.pub.pem"
+	if err := run(context.Background(), []string{"keygen", "-private", priv, "-public", pub}, io.Discard, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"token", "-auth-private-key-file", priv, "-sub", "alice", "-allow", "echo:room-*", "-ttl", "1h"}, &out, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(out.String())
+	addr, _, logs := startServer(t, "-auth-public-key-file", pub)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws://" + addr + "/v1/channel"
+	s, err := channel.Dial(ctx, url, channel.DialOptions{Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Echo(ctx, "room-1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Echo(ctx, "lobby")
+	var perr *channel.Error
+	if !errors.As(err, &perr) || perr.Code != channel.CodeForbidden {
+		t.Fatalf("echo:lobby: %v, want forbidden", err)
+	}
+	anon, err := channel.Dial(ctx, url, channel.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-anon.Done()
+	if code, reason := anon.CloseReason(); code != 4401 || reason != "missing credentials" {
+		t.Fatalf("close %d %q", code, reason)
+	}
+	if !strings.Contains(logs.String(), `"msg":"credentials required"`) || strings.Contains(logs.String(), "open to every client") {
+		t.Fatalf("start log does not say credentials are required:\n%s", logs)
+	}
+	if err := run(context.Background(), []string{"token", "-sub", "x"}, io.Discard, io.Discard, nil); err == nil {
+		t.Fatal("token without a key file succeeded")
 	}
 }

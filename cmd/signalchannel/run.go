@@ -13,9 +13,12 @@ const usage = `signalchannel: a signal server for WebRTC and real-time apps
 
 Usage:
   signalchannel [serve] [flags]   run the server (the default command)
+  signalchannel token [flags]     mint a token for a client
+  signalchannel keygen [flags]    write a new Ed25519 key pair for tokens
   signalchannel help              show this text
 
-Run "signalchannel serve -h" for the server's flags. Every flag has an
+Run "signalchannel serve -h" for the server's flags, "signalchannel token -h"
+for the token's. Every flag has an
 environment twin: -max-streams is SIGNALCHANNEL_MAX_STREAMS.
 `
 
@@ -29,6 +32,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	switch cmd {
 	case "serve":
 		err := serve(ctx, args, stderr, ready)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	case "token":
+		err := token(args, stdout, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	case "keygen":
+		err := keygen(args, stderr)
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/examples/webrtc"
@@ -22,10 +25,14 @@ import (
 type options struct {
 	addr            string
 	shutdownTimeout time.Duration
+	drainTimeout    time.Duration
 	logFormat       string
 	logLevel        string
 	origins         string
 	demo            bool
+	secretFile      string
+	publicKeyFile   string
+	leeway          time.Duration
 
 	channel channel.Config
 	echo    endpoints.EchoConfig
@@ -38,10 +45,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", ":8080", "listen address HOST:PORT")
-	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long sessions get before the process exits")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 0, "on SIGINT/SIGTERM, how long open streams may go on (no new sessions or streams) before sessions are closed with 1001")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after the drain, how long closing sessions may take before the process exits")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.origins, "allowed-origins", "", "comma-separated browser origins allowed to connect, e.g. https://*.example.com (empty: any)")
+	fs.StringVar(&o.secretFile, "auth-secret-file", "", "require HS256 tokens signed with the secret in this file (at least 32 bytes)")
+	fs.StringVar(&o.publicKeyFile, "auth-public-key-file", "", "require EdDSA tokens verified with this Ed25519 public key (PEM)")
+	fs.DurationVar(&o.leeway, "auth-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp, nbf and iat")
 	fs.BoolVar(&o.demo, "demo", false, "serve the WebRTC demo page and the JavaScript client under /demo/")
 
 	c := &o.channel
@@ -149,6 +160,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if e.MaxFrame <= 0 || e.QueueBytes < e.MaxFrame+channel.FrameHeaderSize {
 		return nil, fmt.Errorf("-echo-queue-bytes (%d) must hold at least one frame of -echo-max-frame (%d) bytes", e.QueueBytes, e.MaxFrame)
 	}
+	if o.secretFile != "" || o.publicKeyFile != "" {
+		ac := auth.Config{Leeway: o.leeway}
+		if o.leeway == 0 {
+			ac.Leeway = -1 // none
+		}
+		var err error
+		if o.secretFile != "" && o.publicKeyFile != "" {
+			return nil, errors.New("give -auth-secret-file or -auth-public-key-file, not both")
+		} else if o.secretFile != "" {
+			ac.Secret, err = auth.LoadSecretFile(o.secretFile)
+		} else {
+			ac.PublicKey, err = auth.LoadPublicKeyFile(o.publicKeyFile)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c.Verifier, err = auth.NewVerifier(ac); err != nil {
+			return nil, err
+		}
+	}
 	return o, errors.Join(c.Validate(), r.Validate(), sb.Validate())
 }
 
@@ -188,7 +219,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	if err != nil {
 		return err
 	}
-	h.Handle(channel.EndpointEcho, endpoints.NewEcho(o.echo))
+	echo := endpoints.NewEcho(o.echo)
+	h.Handle(channel.EndpointEcho, echo)
 	rel, err := endpoints.NewRelay(o.relay)
 	if err != nil {
 		return err
@@ -205,6 +237,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	var shuttingDown atomic.Bool
 	mux := http.NewServeMux()
 	mux.Handle("/v1/channel", h)
+	reg := newRegistry(&metrics{h: h, echo: echo, relay: rel, sb: sb})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
@@ -230,7 +264,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel", "demo", o.demo)
-	log.Warn("no credentials configured: the server is open to every client")
+	if v := o.channel.Verifier; v != nil {
+		log.Info("credentials required", "algorithm", v.Algorithm(), "leeway", v.Leeway().String())
+	} else {
+		log.Warn("no credentials configured: the server is open to every client")
+	}
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -243,8 +281,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	case <-ctx.Done():
 	}
 
+	shuttingDown.Store(true) // readyz fails from now on
+	if o.drainTimeout > 0 {
+		log.Info("draining", "timeout", o.drainTimeout.String(), "streams", h.Stats().Streams)
+		dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+		if err := h.Drain(dctx); err != nil {
+			log.Info("drain deadline passed", "streams", h.Stats().Streams)
+		}
+		cancel()
+	}
 	log.Info("shutting down", "timeout", o.shutdownTimeout.String())
-	shuttingDown.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
 	// Stop accepting and finish plain HTTP requests; sessions are hijacked

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/endpoints"
+)
+
+// metrics reads the server's counters at scrape time: the hot paths only
+// bump atomics, and nothing is counted twice.
+type metrics struct {
+	h     *channel.Handler
+	echo  *endpoints.Echo
+	relay *endpoints.Relay
+	sb    *endpoints.Scuttlebutt
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("signalchannel_"+name, help, labels, nil)
+}
+
+var (
+	mSessions       = desc("sessions", "Open sessions.")
+	mSessionsTotal  = desc("sessions_opened_total", "Sessions opened since start.")
+	mCloses         = desc("session_closes_total", "Sessions ended, by the WebSocket close code the server sent.", "code")
+	mStreams        = desc("streams", "Streams being served, by endpoint.", "endpoint")
+	mErrors         = desc("stream_errors_total", "Failure replies sent, by protocol error code.", "code")
+	mEchoNamespaces = desc("echo_namespaces", "Echo namespaces with members.")
+	mEchoMembers    = desc("echo_members", "Echo members.")
+	mEchoFramesIn   = desc("echo_frames_in_total", "Frames echo members wrote.")
+	mEchoBytesIn    = desc("echo_bytes_in_total", "Bytes of the frames echo members wrote.")
+	mEchoFramesOut  = desc("echo_frames_out_total", "Frames written to echo members.")
+	mEchoBytesOut   = desc("echo_bytes_out_total", "Bytes of the frames written to echo members.")
+	mEchoDropped    = desc("echo_slow_members_dropped_total", "Echo members reset because their queue overflowed.")
+	mSbNamespaces   = desc("scuttlebutt_namespaces", "Scuttlebutt namespaces with a replica, idle ones included.")
+	mSbIdle         = desc("scuttlebutt_idle_namespaces", "Scuttlebutt namespaces without members.")
+	mSbMembers      = desc("scuttlebutt_members", "Scuttlebutt streams replicating.")
+	mSbKeys         = desc("scuttlebutt_keys", "Live keys in every scuttlebutt namespace.")
+	mRelayWaiting   = desc("relay_waiting", "Relay streams waiting for a partner.")
+	mRelayOpen      = desc("relay_pairs", "Relay pairs open.")
+	mRelayPaired    = desc("relay_pairs_opened_total", "Relay pairs opened since start.")
+	mRelayTimeouts  = desc("relay_timeouts_total", "Relay streams that found no partner in time.")
+	mRelayConflicts = desc("relay_conflicts_total", "Relay streams refused with conflict.")
+	mRelayRejected  = desc("relay_rejected_total", "Relay streams refused by a cap.")
+	mRelayBytes     = desc("relay_bytes_total", "Bytes relayed, both directions.")
+)
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(m, ch)
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	st := m.h.Stats()
+	gauge(mSessions, float64(st.Sessions))
+	counter(mSessionsTotal, float64(st.SessionsTotal))
+	for code, n := range st.Closes {
+		counter(mCloses, float64(n), strconv.Itoa(code))
+	}
+	for ep, n := range st.ByEndpoint {
+		gauge(mStreams, float64(n), ep)
+	}
+	for code, n := range st.Rejected {
+		counter(mErrors, float64(n), string(code))
+	}
+
+	es, ec := m.echo.Stats(), m.echo.Counters()
+	gauge(mEchoNamespaces, float64(es.Namespaces))
+	gauge(mEchoMembers, float64(es.Members))
+	counter(mEchoFramesIn, float64(ec.FramesIn))
+	counter(mEchoBytesIn, float64(ec.BytesIn))
+	counter(mEchoFramesOut, float64(ec.FramesOut))
+	counter(mEchoBytesOut, float64(ec.BytesOut))
+	counter(mEchoDropped, float64(ec.Dropped))
+
+	ss := m.sb.Stats()
+	gauge(mSbNamespaces, float64(ss.Namespaces))
+	gauge(mSbIdle, float64(ss.Idle))
+	gauge(mSbMembers, float64(ss.Members))
+	gauge(mSbKeys, float64(ss.Keys))
+
+	rs := m.relay.Stats()
+	gauge(mRelayWaiting, float64(rs.Waiting))
+	gauge(mRelayOpen, float64(rs.Open))
+	counter(mRelayPaired, float64(rs.Paired))
+	counter(mRelayTimeouts, float64(rs.Timeouts))
+	counter(mRelayConflicts, float64(rs.Conflicts))
+	counter(mRelayRejected, float64(rs.Rejected))
+	counter(mRelayBytes, float64(rs.Bytes))
+}
+
+// newRegistry holds the server's metrics and Go's runtime and process ones.
+func newRegistry(m *metrics) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}

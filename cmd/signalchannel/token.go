@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/signalchannel/signalchannel/auth"
+)
+
+// listFlag collects a repeatable flag. It does not split on commas, since a
+// namespace may hold one.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// token mints a token for a client (PROTOCOL.md section 7).
+func token(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sub := fs.String("sub", "", "who the token is for (required)")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token lives")
+	var allow listFlag
+	fs.Var(&allow, "allow", "an endpoint:namespace-pattern the token allows, e.g. 'echo:room-*' (repeatable)")
+	secretFile := fs.String("auth-secret-file", "", "sign with HS256 and the secret in this file")
+	privateFile := fs.String("auth-private-key-file", "", "sign with EdDSA and this Ed25519 private key (PEM)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var key any
+	var err error
+	switch {
+	case (*secretFile == "") == (*privateFile == ""):
+		return errors.New("token: give -auth-secret-file or -auth-private-key-file")
+	case *secretFile != "":
+		key, err = auth.LoadSecretFile(*secretFile)
+	default:
+		key, err = auth.LoadPrivateKeyFile(*privateFile)
+	}
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	tok, err := auth.Mint(key, auth.Grant{Subject: *sub, Allow: allow, TTL: *ttl})
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// keygen writes a new Ed25519 key pair: the private key signs tokens
+// (signalchannel token), the public key verifies them (serve
+// -auth-public-key-file).
+func keygen(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	priv := fs.String("private", "signalchannel-private.pem", "where to write the private key (mode 0600)")
+	pub := fs.String("public", "signalchannel-public.pem", "where to write the public key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	pk, sk, err := auth.GenerateEd25519()
+	if err != nil {
+		return err
+	}
+	skPEM, err := auth.EncodePrivateKeyPEM(sk)
+	if err != nil {
+		return err
+	}
+	pkPEM, err := auth.EncodePublicKeyPEM(pk)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*priv, skPEM, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(*pub, pkPEM, 0o644)
+}
