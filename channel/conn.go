@@ -27,6 +27,9 @@ const (
 	flagFIN = 4
 	flagRST = 8
 
+	// goAwayProtocolError is the go-away code for a protocol error.
+	goAwayProtocolError = 1
+
 	// streamWindow is the yamux stream window: no data frame may be longer.
 	streamWindow = 256 << 10
 )
@@ -182,6 +185,12 @@ func (c *wsConn) scanIn(p []byte) error {
 			return c.violation(fmt.Sprintf("yamux data frame of %d bytes exceeds the %d byte stream window", length, streamWindow))
 		}
 		f.body = length
+		if flags&flagSYN != 0 {
+			c.watchOpen(id)
+		}
+		if length > 0 && !c.spend(id, length) {
+			return c.violation(fmt.Sprintf("yamux stream %d sent past its receive window", id))
+		}
 	case typeWindowUpdate:
 	case typePing:
 		if flags&flagSYN != 0 && c.onPing != nil && !c.onPing() {
@@ -193,7 +202,7 @@ func (c *wsConn) scanIn(p []byte) error {
 	default:
 		return c.violation(fmt.Sprintf("unknown yamux frame type %d", typ))
 	}
-	if flags&flagSYN != 0 {
+	if flags&flagSYN != 0 && typ != typeData {
 		c.watchOpen(id)
 	}
 	if flags&flagFIN != 0 {
@@ -273,9 +282,17 @@ func (c *wsConn) sendFrame(frame []byte) error {
 		if flags&flagSYN != 0 {
 			c.watchOpen(id)
 		}
+		if typ == typeWindowUpdate {
+			c.grant(id, binary.BigEndian.Uint32(frame[8:12]))
+		}
 		if flags&flagRST != 0 {
 			c.watchFire(id, true)
 		}
+	}
+	if typ == typeGoAway && binary.BigEndian.Uint32(frame[8:12]) == goAwayProtocolError {
+		// yamux found a fault only it can see (a stream's receive window
+		// overrun, a duplicate stream) and ends the session.
+		c.setCloseStatus(CloseProtocolError, "yamux protocol violation: receive window exceeded or duplicate stream")
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -329,6 +346,31 @@ func (c *wsConn) resetStream(id uint32) error {
 type watch struct {
 	done chan struct{} // closed on RST either way or when the conn closes
 	fin  atomic.Bool   // the peer sent FIN: what it wrote is all here
+	// credit is how many bytes the peer may still send: the initial
+	// window plus the window updates sent, less the data received.
+	credit atomic.Int64
+}
+
+// spend takes n bytes of stream id's receive credit; false means the peer
+// sent past its window. Streams no longer watched are not checked.
+func (c *wsConn) spend(id, n uint32) bool {
+	c.watchMu.Lock()
+	w := c.watches[id]
+	c.watchMu.Unlock()
+	return w == nil || w.credit.Add(-int64(n)) >= 0
+}
+
+// grant adds a window update we send to stream id's receive credit.
+func (c *wsConn) grant(id, n uint32) {
+	if n == 0 {
+		return
+	}
+	c.watchMu.Lock()
+	w := c.watches[id]
+	c.watchMu.Unlock()
+	if w != nil {
+		w.credit.Add(int64(n))
+	}
 }
 
 func (w *watch) fire() {
@@ -352,7 +394,9 @@ func (c *wsConn) watchOpen(id uint32) {
 		c.watches = make(map[uint32]*watch)
 	}
 	if _, ok := c.watches[id]; !ok {
-		c.watches[id] = &watch{done: make(chan struct{})}
+		w := &watch{done: make(chan struct{})}
+		w.credit.Store(streamWindow)
+		c.watches[id] = w
 	}
 }
 

@@ -426,8 +426,12 @@ func (s *session) serve() {
 		}
 		if refuse != nil {
 			if s.rejecting.Load() >= int64(s.h.cfg.MaxStreams) {
-				st.Reset() // flooding: no reply, no goroutine
+				// A client that keeps opening streams while as many
+				// refusals are still in flight is flooding.
+				st.Reset()
 				st.Close()
+				s.log.Warn("closing session: stream flood", "refusing", s.rejecting.Load())
+				s.close(CloseLimit, fmt.Sprintf("stream flood: more than %d streams refused at once", s.h.cfg.MaxStreams))
 				continue
 			}
 			s.rejecting.Add(1)

@@ -133,8 +133,7 @@ func TestServeEchoAndHealth(t *testing.T) {
 
 	// Metrics tell what happened.
 	s.Open(ctx, []byte(`{"endpoint":"echo"}`)) // one bad_header
-	body := scrape(t, addr)
-	for _, want := range []string{
+	wants := []string{
 		"signalchannel_sessions 1",
 		"signalchannel_echo_frames_in_total 1",
 		"signalchannel_echo_frames_out_total 1",
@@ -144,10 +143,24 @@ func TestServeEchoAndHealth(t *testing.T) {
 		`signalchannel_streams{endpoint="relay"} 2`,
 		"go_memstats_heap_inuse_bytes",
 		"process_resident_memory_bytes",
-	} {
-		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want+" ") {
-			t.Errorf("/metrics lacks %q", want)
+	}
+	// Counters are bumped after the write they count: poll.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		body := scrape(t, addr)
+		var missing []string
+		for _, want := range wants {
+			if !strings.Contains(body, want+"\n") && !strings.Contains(body, want+" ") {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q", missing)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	// Shutdown: the session is closed with 1001 and run returns.

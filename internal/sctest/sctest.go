@@ -36,6 +36,9 @@ type Options struct {
 	NoEcho  bool
 	// Register adds more endpoints before the server starts.
 	Register func(*channel.Handler)
+	// ReadHeaderTimeout bounds the HTTP request line and headers, as the
+	// server binary does; 0 leaves it unbounded.
+	ReadHeaderTimeout time.Duration
 }
 
 // QuietLogger discards everything.
@@ -62,7 +65,9 @@ func NewServer(t testing.TB, o Options) *Server {
 	if o.Register != nil {
 		o.Register(h)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ReadHeaderTimeout = o.ReadHeaderTimeout
+	srv.Start()
 	s.HTTPURL = srv.URL
 	s.URL = "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/channel"
 	t.Cleanup(func() {
