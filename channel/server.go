@@ -77,6 +77,7 @@ type Handler struct {
 
 	nSessions      atomic.Int64
 	nSessionsTotal atomic.Int64
+	nOriginRefused atomic.Int64
 	nStreams       atomic.Int64
 	byEndpoint     map[string]*atomic.Int64 // fixed once serving starts
 	rejected       map[Code]*atomic.Int64
@@ -112,7 +113,13 @@ func NewHandler(cfg Config) (*Handler, error) {
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
 		Subprotocols:     []string{Subprotocol},
-		CheckOrigin:      cfg.checkOrigin,
+		CheckOrigin: func(r *http.Request) bool {
+			if cfg.checkOrigin(r) {
+				return true
+			}
+			h.nOriginRefused.Add(1)
+			return false
+		},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			http.Error(w, reason.Error(), status)
 		},
@@ -137,6 +144,7 @@ type Stats struct {
 	ByEndpoint    map[string]int64 // streams being served by each endpoint
 	Rejected      map[Code]int64   // failure replies sent, by code
 	Closes        map[int]int64    // sessions ended, by the close code sent
+	OriginRefused int64            // handshakes refused for their Origin (403)
 }
 
 // Stats returns the current counters.
@@ -145,6 +153,7 @@ func (h *Handler) Stats() Stats {
 		Sessions:      h.nSessions.Load(),
 		SessionsTotal: h.nSessionsTotal.Load(),
 		Streams:       h.nStreams.Load(),
+		OriginRefused: h.nOriginRefused.Load(),
 		ByEndpoint:    make(map[string]int64, len(h.byEndpoint)),
 		Rejected:      make(map[Code]int64, len(h.rejected)),
 		Closes:        map[int]int64{},

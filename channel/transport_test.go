@@ -205,6 +205,9 @@ func TestOriginCheck(t *testing.T) {
 			t.Errorf("origin %q: status %d, want 403", origin, resp.StatusCode)
 		}
 	}
+	if n := ts.Stats().OriginRefused; n != 3 {
+		t.Errorf("%d origins counted as refused, want 3", n)
+	}
 }
 
 // TestDoneOnPeerReset: a server stream that is not reading learns of the

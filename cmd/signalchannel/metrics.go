@@ -29,6 +29,7 @@ var (
 	mCloses         = desc("session_closes_total", "Sessions ended, by the WebSocket close code the server sent.", "code")
 	mStreams        = desc("streams", "Streams being served, by endpoint.", "endpoint")
 	mErrors         = desc("stream_errors_total", "Failure replies sent, by protocol error code.", "code")
+	mOrigin         = desc("origin_refused_total", "WebSocket handshakes refused for their Origin (HTTP 403).")
 	mEchoNamespaces = desc("echo_namespaces", "Echo namespaces with members.")
 	mEchoMembers    = desc("echo_members", "Echo members.")
 	mEchoFramesIn   = desc("echo_frames_in_total", "Frames echo members wrote.")
@@ -69,6 +70,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for ep, n := range st.ByEndpoint {
 		gauge(mStreams, float64(n), ep)
 	}
+	counter(mOrigin, float64(st.OriginRefused))
 	for code, n := range st.Rejected {
 		counter(mErrors, float64(n), string(code))
 	}
