@@ -181,3 +181,40 @@ test('an aborted signal cancels connect and open', () => withServer([], async (s
   const ch = await dial()
   await assert.rejects(ch.echo('x', { signal: AbortSignal.abort() }), (e) => e.name === 'AbortError')
 }))
+
+test('credentials: a token opens what it allows; none is closed with 4401', async () => {
+  const { mkdtemp, writeFile, rm } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { execFile } = await import('node:child_process')
+  const { serverBinary } = await import('./helpers.mjs')
+  const dir = await mkdtemp(join(tmpdir(), 'sc-auth-'))
+  try {
+    const secret = join(dir, 'secret')
+    await writeFile(secret, 'js-test-secret-'.repeat(4))
+    const bin = await serverBinary()
+    const token = await new Promise((resolve, reject) => execFile(bin,
+      ['token', '-auth-secret-file', secret, '-sub', 'js', '-allow', 'echo:room-*', '-ttl', '1h'],
+      { timeout: 10_000 }, (err, stdout) => err ? reject(err) : resolve(stdout.trim())))
+    await withServer(['-auth-secret-file', secret], async (srv, dial) => {
+      // The token travels as access_token in browsers and as a header with ws.
+      const ch = await dial({ token })
+      const room = await ch.echo(unique('room-'))
+      room.send('hi')
+      assert.equal(dec.decode(await within(room.recv(), 5000, 'echo')), 'hi')
+      const e = await expectCode(ch.echo('lobby'), 'forbidden')
+      assert.match(e.message, /echo:lobby/)
+
+      const anon = await dial()
+      const closed = await within(anon.closed, 5000, 'close of an unauthenticated session')
+      assert.equal(closed.code, 4401)
+      assert.equal(closed.reason, 'missing credentials')
+      const bad = await dial({ token: token.slice(0, -4) + 'AAAA' })
+      const badClosed = await within(bad.closed, 5000, 'close of a forged token')
+      assert.equal(badClosed.code, 4401)
+      assert.match(badClosed.reason, /^invalid token/)
+    })
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
