@@ -281,18 +281,23 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// Drain stops accepting sessions, tells every session to open no more
-// streams (a yamux go-away; new streams are reset) and waits until no stream
-// is being served, or ctx ends. Call Shutdown after it to close the sessions.
-func (h *Handler) Drain(ctx context.Context) error {
+// stopAccepting refuses new sessions from now on and returns the open ones.
+func (h *Handler) stopAccepting() []*session {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.closed = true
 	sessions := make([]*session, 0, len(h.sessions))
 	for s := range h.sessions {
 		sessions = append(sessions, s)
 	}
-	h.mu.Unlock()
-	for _, s := range sessions {
+	return sessions
+}
+
+// Drain stops accepting sessions, tells every session to open no more
+// streams (a yamux go-away; new streams are reset) and waits until no stream
+// is being served, or ctx ends. Call Shutdown after it to close the sessions.
+func (h *Handler) Drain(ctx context.Context) error {
+	for _, s := range h.stopAccepting() {
 		s.ys.GoAway()
 	}
 	t := time.NewTicker(50 * time.Millisecond)
@@ -310,14 +315,7 @@ func (h *Handler) Drain(ctx context.Context) error {
 // Shutdown stops accepting sessions, closes every session with 1001 and waits
 // for them to end, or for ctx.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	h.mu.Lock()
-	h.closed = true
-	sessions := make([]*session, 0, len(h.sessions))
-	for s := range h.sessions {
-		sessions = append(sessions, s)
-	}
-	h.mu.Unlock()
-	for _, s := range sessions {
+	for _, s := range h.stopAccepting() {
 		s.close(CloseGoingAway, "server is shutting down")
 	}
 	h.cancel()

@@ -18,10 +18,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -29,6 +25,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
+	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 	"github.com/signalchannel/signalchannel/model"
 )
 
@@ -46,12 +43,12 @@ func run() error {
 	flag.Parse()
 
 	if *url == "" {
-		addr, stop, err := startServer(*maxAge)
+		u, stop, err := localserver.Start(endpoints.ScuttlebuttConfig{MaxAge: *maxAge, SweepInterval: 100 * time.Millisecond})
 		if err != nil {
 			return err
 		}
 		defer stop()
-		*url = "ws://" + addr + "/v1/channel"
+		*url = u
 	}
 	// Whatever happens, the demo ends.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -111,44 +108,6 @@ func run() error {
 	}
 	d.say("everyone has left")
 	return nil
-}
-
-// startServer runs a server with the scuttlebutt endpoint on a free port of
-// 127.0.0.1, until stop.
-func startServer(maxAge time.Duration) (addr string, stop func(), err error) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := channel.DefaultConfig()
-	cfg.Logger = quiet
-	h, err := channel.NewHandler(cfg)
-	if err != nil {
-		return "", nil, err
-	}
-	sb, err := endpoints.NewScuttlebutt(endpoints.ScuttlebuttConfig{MaxAge: maxAge, SweepInterval: 100 * time.Millisecond, Logger: quiet})
-	if err != nil {
-		return "", nil, err
-	}
-	h.Handle(channel.EndpointScuttlebutt, sb)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		sb.Close()
-		return "", nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/channel", h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	return ln.Addr().String(), func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Shutdown(ctx)
-		srv.Shutdown(ctx)
-		<-done
-		sb.Close()
-	}, nil
 }
 
 type demo struct {

@@ -15,16 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
+	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 )
 
 func main() {
@@ -39,7 +36,7 @@ func run(url string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if url == "" {
-		stop, u, err := startServer()
+		u, stop, err := localserver.Start(endpoints.ScuttlebuttConfig{})
 		if err != nil {
 			return err
 		}
@@ -96,24 +93,4 @@ func run(url string, out io.Writer) error {
 		}
 	}
 	return nil
-}
-
-// startServer runs a server on 127.0.0.1 with the echo endpoint.
-func startServer() (stop func(), url string, err error) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := channel.NewHandler(channel.Config{Logger: quiet})
-	if err != nil {
-		return nil, "", err
-	}
-	h.Handle(channel.EndpointEcho, endpoints.NewEcho(endpoints.EchoConfig{Logger: quiet}))
-	mux := http.NewServeMux()
-	mux.Handle("/v1/channel", h)
-	srv := httptest.NewServer(mux)
-	stop = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Shutdown(ctx)
-		srv.Close()
-	}
-	return stop, "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/channel", nil
 }

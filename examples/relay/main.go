@@ -17,20 +17,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
+	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 )
 
 func main() {
@@ -49,7 +46,7 @@ func run(url, file string, size int64) error {
 	defer cancel()
 
 	if url == "" {
-		u, stop, err := startServer()
+		u, stop, err := localserver.Start(endpoints.ScuttlebuttConfig{})
 		if err != nil {
 			return err
 		}
@@ -188,43 +185,4 @@ func digest(open func() (io.ReadCloser, error)) ([]byte, int64, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	return h.Sum(nil), n, err
-}
-
-// startServer runs a server with the relay endpoint on 127.0.0.1 and
-// returns its channel URL and a function that stops it.
-func startServer() (string, func(), error) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := channel.NewHandler(channel.Config{Logger: quiet})
-	if err != nil {
-		return "", nil, err
-	}
-	rel, err := endpoints.NewRelay(endpoints.RelayConfig{Logger: quiet})
-	if err != nil {
-		return "", nil, err
-	}
-	h.Handle(channel.EndpointRelay, rel)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		rel.Close()
-		return "", nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/channel", h)
-	srv := &http.Server{Handler: mux}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Printf("server: %v", err)
-		}
-	}()
-	stop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Shutdown(ctx)
-		srv.Shutdown(ctx)
-		<-done
-		rel.Close()
-	}
-	return "ws://" + ln.Addr().String() + "/v1/channel", stop, nil
 }
