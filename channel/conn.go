@@ -64,6 +64,10 @@ type wsConn struct {
 	// onPing, if set, is called for each ping the peer sends; returning
 	// false closes the session as a protocol violation.
 	onPing func() bool
+	// floodLimit, if positive, is how many streams yamux may refuse on its
+	// own (past its accept backlog) before the session is closed with 4429.
+	floodLimit  int64
+	yamuxResets atomic.Int64 // RSTs yamux sent by itself
 
 	// read side, owned by yamux's receive goroutine
 	msg io.Reader // the WebSocket message being read, nil between messages
@@ -90,7 +94,14 @@ type wsConn struct {
 	statusMu    sync.Mutex
 	closeCode   int
 	closeReason string
+	readerGone  atomic.Bool // Read has returned its last error
 }
+
+// closeLinger is how long a close the server starts with a code waits for
+// the peer's close message, reading and discarding meanwhile: closing a
+// socket with unread input makes the kernel reset it, and the peer could
+// lose the close message and its reason.
+const closeLinger = time.Second
 
 func newWSConn(ws *websocket.Conn, writeTimeout time.Duration) *wsConn {
 	return &wsConn{
@@ -130,11 +141,11 @@ func (c *wsConn) Read(p []byte) (int, error) {
 					c.peerClose = ce
 					c.peerMu.Unlock()
 				}
-				return 0, err
+				return 0, c.readerDone(err)
 			}
 			if mt != websocket.BinaryMessage {
 				c.setCloseStatus(CloseUnsupported, "text messages are not allowed: send binary messages")
-				return 0, ErrTextMessage
+				return 0, c.fail(ErrTextMessage)
 			}
 			c.msg = r
 		}
@@ -151,12 +162,12 @@ func (c *wsConn) Read(p []byte) (int, error) {
 		}
 		if n > 0 {
 			if verr := c.scanIn(p[:n]); verr != nil {
-				return 0, verr
+				return 0, c.fail(verr)
 			}
 			return n, nil
 		}
 		if err != nil {
-			return 0, err
+			return 0, c.readerDone(err)
 		}
 	}
 }
@@ -202,8 +213,14 @@ func (c *wsConn) scanIn(p []byte) error {
 	default:
 		return c.violation(fmt.Sprintf("unknown yamux frame type %d", typ))
 	}
-	if flags&flagSYN != 0 && typ != typeData {
-		c.watchOpen(id)
+	if flags&flagSYN != 0 {
+		if c.floodLimit > 0 && c.yamuxResets.Load() > c.floodLimit {
+			c.setCloseStatus(CloseLimit, fmt.Sprintf("stream flood: more than %d streams refused past the accept backlog", c.floodLimit))
+			return fmt.Errorf("%w: stream flood", ErrProtocol)
+		}
+		if typ != typeData {
+			c.watchOpen(id)
+		}
 	}
 	if flags&flagFIN != 0 {
 		c.watchFIN(id)
@@ -212,6 +229,35 @@ func (c *wsConn) scanIn(p []byte) error {
 		c.watchFire(id, false)
 	}
 	return nil
+}
+
+// fail ends reading because of the peer's fault: it closes with the code
+// already set, discards what the peer still sends until its close message
+// or the linger deadline, and returns err.
+func (c *wsConn) fail(err error) error {
+	c.Close()
+	for {
+		_, r, rerr := c.ws.NextReader()
+		if rerr != nil {
+			break
+		}
+		if _, rerr := io.Copy(io.Discard, r); rerr != nil {
+			break
+		}
+	}
+	return c.readerDone(err)
+}
+
+// readerDone records that reading is over and closes the socket, unless a
+// close is still to be sent (Close does it then).
+func (c *wsConn) readerDone(err error) error {
+	c.readerGone.Store(true)
+	select {
+	case <-c.closed:
+		c.ws.Close()
+	default:
+	}
+	return err
 }
 
 func (c *wsConn) violation(reason string) error {
@@ -286,6 +332,10 @@ func (c *wsConn) sendFrame(frame []byte) error {
 			c.grant(id, binary.BigEndian.Uint32(frame[8:12]))
 		}
 		if flags&flagRST != 0 {
+			// Streams are reset here only by yamux itself (resetStream
+			// writes directly): past its accept backlog, or after a
+			// go-away.
+			c.yamuxResets.Add(1)
 			c.watchFire(id, true)
 		}
 	}
@@ -460,15 +510,28 @@ func (c *wsConn) setCloseStatus(code int, reason string) {
 func (c *wsConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		c.setCloseStatus(CloseNormal, "")
 		c.statusMu.Lock()
 		code, reason := c.closeCode, c.closeReason
 		c.statusMu.Unlock()
+		linger := code != 0 && !c.readerGone.Load()
+		if code == 0 {
+			code = CloseNormal
+		}
 		if len(reason) > 120 {
 			reason = reason[:120]
 		}
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-		err = c.ws.Close()
+		if linger {
+			// A close with a reason waits for the peer's close message:
+			// the reader discards until it comes or the deadline passes,
+			// then closes the socket.
+			if hc, ok := c.ws.UnderlyingConn().(interface{ CloseWrite() error }); ok {
+				hc.CloseWrite()
+			}
+			c.ws.SetReadDeadline(time.Now().Add(closeLinger))
+		} else {
+			err = c.ws.Close()
+		}
 		c.watchMu.Lock()
 		close(c.closed)
 		for _, w := range c.watches {
@@ -476,6 +539,9 @@ func (c *wsConn) Close() error {
 		}
 		c.watches = nil
 		c.watchMu.Unlock()
+		if linger && c.readerGone.Load() {
+			c.ws.Close() // the reader ended meanwhile
+		}
 	})
 	if errors.Is(err, io.EOF) {
 		err = nil

@@ -315,9 +315,16 @@ func (h *Handler) Drain(ctx context.Context) error {
 // Shutdown stops accepting sessions, closes every session with 1001 and waits
 // for them to end, or for ctx.
 func (h *Handler) Shutdown(ctx context.Context) error {
+	// In parallel: each close waits a moment for its client's close message.
+	var wg sync.WaitGroup
 	for _, s := range h.stopAccepting() {
-		s.close(CloseGoingAway, "server is shutting down")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.close(CloseGoingAway, "server is shutting down")
+		}()
 	}
+	wg.Wait()
 	h.cancel()
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
@@ -358,6 +365,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	s.pings.limit = h.cfg.MaxPingsPerSecond
 	s.opens.limit = h.cfg.MaxStreamOpensPerSecond
 	conn.onPing = s.pings.allow
+	conn.floodLimit = int64(h.cfg.MaxStreams)
 	ys, err := yamux.Server(conn, h.cfg.yamuxConfig(log))
 	if err != nil { // the config was validated; this is a bug
 		log.Error("yamux session", "err", err)

@@ -2,6 +2,7 @@ package channel_test
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -33,6 +34,15 @@ func rawDial(t testing.TB, url string, hdr http.Header, subprotocols ...string) 
 // readClose reads until the server closes and returns its close code.
 func readClose(t testing.TB, ws *websocket.Conn) (int, string) {
 	t.Helper()
+	code, reason, err := readCloseErr(ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, reason
+}
+
+// readCloseErr is readClose for any goroutine.
+func readCloseErr(ws *websocket.Conn) (int, string, error) {
 	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
 		_, _, err := ws.ReadMessage()
@@ -41,9 +51,9 @@ func readClose(t testing.TB, ws *websocket.Conn) (int, string) {
 		}
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			return ce.Code, ce.Text
+			return ce.Code, ce.Text, nil
 		}
-		t.Fatalf("connection ended without a close message: %v", err)
+		return 0, "", fmt.Errorf("connection ended without a close message: %w", err)
 	}
 }
 
