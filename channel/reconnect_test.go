@@ -33,10 +33,14 @@ func TestClientReconnects(t *testing.T) {
 	var mu sync.Mutex
 	var events []string
 	c, err := channel.Connect(ctxT(t), channel.ReconnectOptions{
-		URLs:         []string{a.URL, b.URL},
-		MinBackoff:   10 * time.Millisecond,
-		OnConnect:    func(url string) { mu.Lock(); events = append(events, "connect "+url); mu.Unlock() },
-		OnDisconnect: func(code int, reason string) { mu.Lock(); events = append(events, fmt.Sprint("disconnect ", code)); mu.Unlock() },
+		URLs:       []string{a.URL, b.URL},
+		MinBackoff: 10 * time.Millisecond,
+		OnConnect:  func(url string) { mu.Lock(); events = append(events, "connect "+url); mu.Unlock() },
+		OnDisconnect: func(code int, reason string) {
+			mu.Lock()
+			events = append(events, fmt.Sprint("disconnect ", code))
+			mu.Unlock()
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

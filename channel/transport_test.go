@@ -2,10 +2,10 @@ package channel_test
 
 import (
 	"bytes"
-	"fmt"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
