@@ -171,6 +171,16 @@ type ReplicaLink interface {
 	Link(namespace string, m *model.Model) (unlink func(), err error)
 }
 
+// EphemeralLink is what a ReplicaLink may also implement to learn which
+// replica ids have an ephemeral stream on this server, so that when this
+// server leaves a cluster the others delete those ids' keys. Open is called
+// when an ephemeral stream's digest arrives, Close once when that stream has
+// ended and its keys were deleted here. Neither may block.
+type EphemeralLink interface {
+	EphemeralOpen(namespace, id string)
+	EphemeralClose(namespace, id string)
+}
+
 // Scuttlebutt is the scuttlebutt endpoint (PROTOCOL.md section 4): one
 // expiring model replica per namespace, replicated to every stream of the
 // namespace. Create it with NewScuttlebutt and stop it with Close.
@@ -347,6 +357,9 @@ func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *channel.Stream, req *
 			if k := n.dropSource(source, req.Header.Ephemeral); k > 0 {
 				log.Debug("scuttlebutt ephemeral keys deleted", "session", req.SessionID, "namespace", n.name, "source", source, "keys", k)
 			}
+			if el, ok := sb.cfg.Link.(EphemeralLink); ok && req.Header.Ephemeral {
+				el.EphemeralClose(n.name, source)
+			}
 		})
 	}
 	err = n.m.Replicate(ctx, &endReader{Stream: s, onEnd: leave}, s, model.ReplicateOptions{
@@ -355,6 +368,9 @@ func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *channel.Stream, req *
 			if id != "" {
 				source = id
 				n.addSource(id)
+				if el, ok := sb.cfg.Link.(EphemeralLink); ok && req.Header.Ephemeral {
+					el.EphemeralOpen(n.name, id)
+				}
 			}
 		},
 	})

@@ -30,6 +30,7 @@ type options struct {
 	logLevel        string
 	origins         string
 	demo            bool
+	nats            natsOptions
 	secretFile      string
 	publicKeyFile   string
 	leeway          time.Duration
@@ -99,6 +100,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&sb.MaxMembers, "scuttlebutt-max-members", sb.MaxMembers, "members of one scuttlebutt namespace (0: no cap)")
 	fs.IntVar(&sb.QueueBytes, "scuttlebutt-queue-bytes", sb.QueueBytes, "bytes queued for one scuttlebutt member before it is dropped")
 
+	n := &o.nats
+	fs.StringVar(&n.url, "nats", "", "join a cluster through this NATS server (nats://HOST:PORT, several separated by commas)")
+	fs.StringVar(&n.listen, "nats-listen", "", "run an embedded NATS server on HOST:PORT and join the cluster through it")
+	fs.StringVar(&n.clusterListen, "nats-cluster-listen", "", "the embedded NATS server's route address HOST:PORT, for the other servers' routes")
+	fs.StringVar(&n.routes, "nats-routes", "", "the embedded NATS server's routes to the others: nats://HOST:PORT,... (this server's own may be listed)")
+	fs.StringVar(&n.clusterName, "nats-cluster-name", "signalchannel", "the NATS cluster name; every embedded server of a cluster uses the same")
+	fs.StringVar(&n.nodeName, "node-name", "", "this server's name in the cluster, for logs (default: generated)")
+	fs.StringVar(&n.prefix, "cluster-prefix", "signalchannel", "first subject token of the cluster's NATS traffic; every server of a cluster uses the same")
+	fs.DurationVar(&n.heartbeat, "cluster-heartbeat", time.Second, "how often this server tells the cluster it is alive")
+	fs.DurationVar(&n.deadAfter, "cluster-dead-after", 3*time.Second, "a server silent for this long is taken for gone: its ephemeral keys are deleted")
+
 	addEnvToUsage(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -160,6 +172,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if e.MaxFrame <= 0 || e.QueueBytes < e.MaxFrame+channel.FrameHeaderSize {
 		return nil, fmt.Errorf("-echo-queue-bytes (%d) must hold at least one frame of -echo-max-frame (%d) bytes", e.QueueBytes, e.MaxFrame)
 	}
+	if err := n.validate(e.MaxFrame); err != nil {
+		return nil, err
+	}
 	if o.secretFile != "" || o.publicKeyFile != "" {
 		ac := auth.Config{Leeway: o.leeway}
 		if o.leeway == 0 {
@@ -219,6 +234,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	if err != nil {
 		return err
 	}
+	// The cluster's seams are made before the endpoints, so that they are
+	// closed after them (deferred calls run last first).
+	cl, err := startCluster(&o.nats, log)
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	if cl != nil {
+		if err := cl.wire(o); err != nil {
+			return err
+		}
+		log.Info("cluster joined", "nats", cl.url, "node", cl.node.Name())
+	}
 	echo := endpoints.NewEcho(o.echo)
 	h.Handle(channel.EndpointEcho, echo)
 	rel, err := endpoints.NewRelay(o.relay)
@@ -245,6 +273,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if shuttingDown.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if cl != nil && !cl.node.Connected() {
+			http.Error(w, "not connected to the cluster", http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ok\n")
