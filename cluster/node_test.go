@@ -117,9 +117,27 @@ func TestNodeLoss(t *testing.T) {
 			}
 		}()
 	}
+	// A client of node 2 that knows the other servers: when node 2 goes it
+	// moves to one of them and rejoins its namespace there.
+	roamer, err := channel.Connect(sctest.Ctx(t), channel.ReconnectOptions{
+		URLs:       []string{nodes[2].srv.URL, nodes[0].srv.URL},
+		MinBackoff: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { roamer.Close() })
+	lobby, err := roamer.Echo(sctest.Ctx(t), "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	killed := time.Now()
 	nodes[2].node.kill()
 	servers[2].Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	nodes[2].srv.Shutdown(sctx) // its sessions end with 1001
+	cancel()
 	wg.Wait()
 
 	// Ephemeral keys of node 2's members are gone on both survivors in time.
@@ -153,6 +171,27 @@ func TestNodeLoss(t *testing.T) {
 			t.Fatalf("%s sees peers %v", n.node.Name(), got)
 		}
 	}
+
+	// The roamer is back, on node 0, and hears a member of node 1.
+	caller := joinEcho(t, nodes[1].srv.URL, "lobby", "caller")
+	heard := make(chan []byte, 1)
+	go func() {
+		if f, err := lobby.Recv(); err == nil {
+			heard <- f
+		}
+	}()
+	sctest.WaitFor(t, 15*time.Second, func() error {
+		caller.e.Send([]byte("found you"))
+		select {
+		case f := <-heard:
+			if string(f) != "found you" {
+				t.Fatalf("roamer heard %q", f)
+			}
+			return nil
+		default:
+			return fmt.Errorf("the roamer has not rejoined yet")
+		}
+	})
 }
 
 // A node that stops cleanly says goodbye: the others act at once, without
