@@ -85,6 +85,9 @@ type Handler struct {
 	closes         map[int]int64
 }
 
+// serverWriteBuffers holds the WebSocket write buffers of every Handler.
+var serverWriteBuffers = &sync.Pool{}
+
 // NewHandler returns a Handler for cfg, which must be valid.
 func NewHandler(cfg Config) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
@@ -112,7 +115,10 @@ func NewHandler(cfg Config) (*Handler, error) {
 		HandshakeTimeout: cfg.HeaderTimeout,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,
-		Subprotocols:     []string{Subprotocol},
+		// Idle sessions hold no write buffer: it is taken from the pool
+		// for each message.
+		WriteBufferPool: serverWriteBuffers,
+		Subprotocols:    []string{Subprotocol},
 		CheckOrigin: func(r *http.Request) bool {
 			if cfg.checkOrigin(r) {
 				return true
