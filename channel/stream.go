@@ -59,6 +59,13 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := s.ys.Read(p)
+	if n > 0 && err != nil && err != io.EOF {
+		// yamux returns the error of the window update it sends after a
+		// read along with the data: a peer that half-closed and hung up
+		// cannot take it, yet what it sent is here to be read. The
+		// stream's real state shows on the next Read.
+		return n, nil
+	}
 	return n, s.mapErr(err)
 }
 
