@@ -1,0 +1,6 @@
+package main
+
+import "os"
+
+// selfPID is this process.
+var selfPID = os.Getpid()
