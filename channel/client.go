@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -184,13 +185,19 @@ func (s *Session) Echo(ctx context.Context, namespace string) (*Echo, error) {
 	if max <= 0 {
 		max = DefaultMaxFrame
 	}
-	return &Echo{st: st, max: max}, nil
+	return &Echo{st: st, max: max, r: bufio.NewReaderSize(st, echoReadBuffer)}, nil
 }
+
+// echoReadBuffer buffers a member's reads: a frame's prefix and body in one
+// stream read instead of two (each yamux read takes locks and may send a
+// window update).
+const echoReadBuffer = 16 << 10
 
 // Echo is a member of an echo namespace (PROTOCOL.md section 3). Send and
 // Recv may be called from two goroutines at once.
 type Echo struct {
 	st  *Stream
+	r   *bufio.Reader
 	max int
 	mu  sync.Mutex
 	buf []byte
@@ -218,7 +225,7 @@ func (e *Echo) Send(p []byte) error {
 // Recv returns the next frame of the namespace. It returns io.EOF after
 // Close, once the server has sent what was queued, and ErrStreamReset if the
 // server dropped this member (too slow, or a frame too large).
-func (e *Echo) Recv() ([]byte, error) { return ReadFrame(e.st, e.max) }
+func (e *Echo) Recv() ([]byte, error) { return ReadFrame(e.r, e.max) }
 
 // Close leaves the namespace gracefully: the server stops sending new frames,
 // delivers what it had queued, then ends the stream (Recv returns io.EOF).

@@ -113,8 +113,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HeaderTimeout,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  4096,
+		// 0: the HTTP server's own 4 KiB read buffer is reused.
+		ReadBufferSize:  0,
+		WriteBufferSize: 4096,
 		// Idle sessions hold no write buffer: it is taken from the pool
 		// for each message.
 		WriteBufferPool: serverWriteBuffers,
