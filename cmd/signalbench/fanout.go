@@ -204,19 +204,9 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if p.Baseline {
 		kinds = append(kinds, kindBroadcast)
 	}
-	srvs := map[string]*server{}
-	for _, k := range kinds {
-		s, err := ss.start(ctx, k)
-		if err != nil {
-			return err
-		}
-		srvs[k] = s
-		rep.Servers = append(rep.Servers, s)
-		if s.PID == 0 {
-			rep.note("%s server pid unknown: no server CPU figures (give -server-pid)", k)
-		} else if s.Spawn == spawnInproc {
-			rep.note("%s server runs in this process: its CPU figures include the clients", k)
-		}
+	srvs, err := ss.startAll(ctx, rep, kinds...)
+	if err != nil {
+		return err
 	}
 	if p.Baseline && c.perSession > 1 {
 		rep.note("the baseline has one connection per member; signalchannel %d members per session", c.perSession)

@@ -114,19 +114,9 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if p.Baseline {
 		kinds = append(kinds, kindSplice)
 	}
-	srvs := map[string]*server{}
-	for _, k := range kinds {
-		s, err := ss.start(ctx, k)
-		if err != nil {
-			return err
-		}
-		srvs[k] = s
-		rep.Servers = append(rep.Servers, s)
-		if s.PID == 0 {
-			rep.note("%s server pid unknown: no server CPU figures (give -server-pid)", k)
-		} else if s.Spawn == spawnInproc {
-			rep.note("%s server runs in this process: its CPU figures include the clients", k)
-		}
+	srvs, err := ss.startAll(ctx, rep, kinds...)
+	if err != nil {
+		return err
 	}
 	errs := &errTally{}
 	for round := 1; round <= p.Rounds && ctx.Err() == nil; round++ {

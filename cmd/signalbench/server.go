@@ -363,3 +363,23 @@ func (f *firstLine) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// startAll starts a server of each kind, records them in rep and notes
+// what their figures will lack.
+func (ss *servers) startAll(ctx context.Context, rep *report, kinds ...string) (map[string]*server, error) {
+	srvs := map[string]*server{}
+	for _, k := range kinds {
+		s, err := ss.start(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		srvs[k] = s
+		rep.Servers = append(rep.Servers, s)
+		if s.PID == 0 {
+			rep.note("%s server pid unknown: no server CPU figures (give -server-pid)", k)
+		} else if s.Spawn == spawnInproc {
+			rep.note("%s server runs in this process: its CPU figures include the clients", k)
+		}
+	}
+	return srvs, nil
+}
