@@ -71,31 +71,12 @@ func waitWaiting(t testing.TB, n *testNode, k int) {
 	})
 }
 
-type deadlineReader interface {
-	io.Reader
-	SetReadDeadline(time.Time) error
-}
+type deadlineReader = sctest.DeadlineReader
 
-func expectRead(t testing.TB, r deadlineReader, want string) {
-	t.Helper()
-	r.SetReadDeadline(time.Now().Add(readTimeout))
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(r, got); err != nil {
-		t.Fatalf("reading %q: got %q, %v", want, got, err)
-	}
-	if string(got) != want {
-		t.Fatalf("read %q, want %q", got, want)
-	}
-}
-
-func expectEOF(t testing.TB, r deadlineReader) {
-	t.Helper()
-	r.SetReadDeadline(time.Now().Add(readTimeout))
-	n, err := r.Read(make([]byte, 1))
-	if n != 0 || err != io.EOF {
-		t.Fatalf("want EOF, got %d bytes, %v", n, err)
-	}
-}
+var (
+	expectRead = sctest.ExpectRead
+	expectEOF  = sctest.ExpectEOF
+)
 
 func expectReset(t testing.TB, r deadlineReader) {
 	t.Helper()

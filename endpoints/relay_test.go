@@ -140,33 +140,12 @@ func readLine(t testing.TB, st *channel.Stream) string {
 	}
 }
 
-type deadlineReader interface {
-	io.Reader
-	SetReadDeadline(time.Time) error
-}
+type deadlineReader = sctest.DeadlineReader
 
-// expectRead reads len(want) bytes and compares them.
-func expectRead(t testing.TB, r deadlineReader, want string) {
-	t.Helper()
-	r.SetReadDeadline(time.Now().Add(readTimeout))
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(r, got); err != nil {
-		t.Fatalf("reading %q: got %q, %v", want, got, err)
-	}
-	if string(got) != want {
-		t.Fatalf("read %q, want %q", got, want)
-	}
-}
-
-// expectEOF checks that the peer half-closed.
-func expectEOF(t testing.TB, r deadlineReader) {
-	t.Helper()
-	r.SetReadDeadline(time.Now().Add(readTimeout))
-	n, err := r.Read(make([]byte, 1))
-	if n != 0 || err != io.EOF {
-		t.Fatalf("want EOF, got %d bytes, %v", n, err)
-	}
-}
+var (
+	expectRead = sctest.ExpectRead
+	expectEOF  = sctest.ExpectEOF
+)
 
 // expectReset reads until the stream ends and checks it was reset; it
 // returns the bytes read before.

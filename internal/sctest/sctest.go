@@ -152,3 +152,36 @@ func EchoRoundTrip(t testing.TB, s *channel.Session) {
 		t.Fatalf("echo round trip: %q, %v", got, err)
 	}
 }
+
+// DeadlineReader is a stream whose reads can be bounded.
+type DeadlineReader interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}
+
+// ReadTimeout bounds the reads of ExpectRead and ExpectEOF, so that a
+// failure ends the test instead of hanging it.
+const ReadTimeout = 10 * time.Second
+
+// ExpectRead reads len(want) bytes from r and compares them.
+func ExpectRead(t testing.TB, r DeadlineReader, want string) {
+	t.Helper()
+	r.SetReadDeadline(time.Now().Add(ReadTimeout))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatalf("reading %q: got %q, %v", want, got, err)
+	}
+	if string(got) != want {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+}
+
+// ExpectEOF checks that the peer half-closed r.
+func ExpectEOF(t testing.TB, r DeadlineReader) {
+	t.Helper()
+	r.SetReadDeadline(time.Now().Add(ReadTimeout))
+	n, err := r.Read(make([]byte, 1))
+	if n != 0 || err != io.EOF {
+		t.Fatalf("want EOF, got %d bytes, %v", n, err)
+	}
+}
