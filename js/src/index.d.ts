@@ -62,6 +62,48 @@ export interface ModelOptions extends OpenOptions {
   id?: string
 }
 
+export interface ReconnectOptions extends ConnectOptions {
+  /** Wait between two rounds of attempts, doubling from minBackoff up to maxBackoff, in ms. Defaults 100 and 5000. */
+  minBackoff?: number
+  maxBackoff?: number
+}
+
+/**
+ * Connects to the first of urls that answers and keeps a session open: when
+ * the server goes away it dials the next URL with backoff, rejoins its echo
+ * namespaces and replicates its models again.
+ */
+export function reconnect (urls: string | URL | Array<string | URL>, options?: ReconnectOptions): Promise<Client>
+
+/** A reconnecting connection. Events: `connect` (url), `disconnect` ({code, reason}). */
+export class Client {
+  /** The open session, or null while reconnecting. */
+  readonly channel: Channel | null
+  /** Joins an echo namespace and keeps it joined across reconnects. */
+  echo (namespace: string, options?: OpenOptions): Promise<ReconnectingEcho>
+  /** Replicates a Model with a namespace, again after every reconnect. */
+  model (namespace: string, options?: ModelOptions): Promise<Model>
+  /** A relay pipe on the current session; it ends with it. */
+  relay (namespace: string, local: string, remote: string, options?: OpenOptions): Promise<Relay>
+  on (event: 'connect', fn: (url: string) => void): this
+  on (event: 'disconnect', fn: (closed: { code: number, reason: string }) => void): this
+  off (event: string, fn: (...args: any[]) => void): this
+  /** Ends the session and stops reconnecting. */
+  close (): Promise<unknown>
+}
+
+/** An echo member that rejoins after a reconnect or after the server dropped it. */
+export class ReconnectingEcho implements AsyncIterable<Uint8Array> {
+  readonly namespace: string
+  /** Sends one frame; rejects with `closed` while reconnecting. */
+  send (data: string | ArrayBuffer | ArrayBufferView): Promise<void>
+  /** The next frame, waiting across reconnects, or null after close(). */
+  recv (): Promise<Uint8Array | null>
+  [Symbol.asyncIterator] (): AsyncIterator<Uint8Array>
+  /** Leaves for good. */
+  close (): Promise<void>
+}
+
 /** One connection: a WebSocket carrying one yamux session. */
 export class Channel {
   /** The subprotocol the server selected. */

@@ -3,6 +3,7 @@
 
 export { connect, Channel, SUBPROTOCOL, MAX_HEADER_BYTES } from './channel.js'
 export { SignalChannelError } from './errors.js'
+export { reconnect, Client, ReconnectingEcho } from './client.js'
 export { Echo, DEFAULT_MAX_FRAME } from './echo.js'
 export { Relay } from './relay.js'
 export { Model, createId } from './model.js'
