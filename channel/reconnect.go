@@ -247,6 +247,7 @@ type ClientEcho struct {
 	mu      sync.Mutex
 	cur     *Echo         // nil while disconnected
 	changed chan struct{} // closed and replaced when cur changes
+	joining bool          // a rejoin is opening a stream
 	closed  bool
 }
 
@@ -292,41 +293,75 @@ func (e *ClientEcho) Recv() ([]byte, error) {
 		if closed {
 			return nil, io.EOF
 		}
+		// No member: wait for a rejoin under way, or start one on the
+		// open session; without one, wait for the next session.
+		sess, sessChanged := e.c.current()
+		if sess != nil && !e.isJoining() {
+			e.rejoin(context.Background(), nil)
+			cur, now, _ := e.current()
+			if cur != nil {
+				continue
+			}
+			changed = now // refused: wait for the next session, not in a loop
+		}
 		select {
 		case <-changed:
+		case <-sessChanged:
 		case <-e.c.ctx.Done():
 			return nil, ErrClientClosed
 		}
 	}
 }
 
-// rejoin opens a new member on the client's session, unless the member is
-// no longer failed (another caller rejoined it first). failed is the member
-// that ended, or nil for a rejoin after a reconnect.
-func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) {
+func (e *ClientEcho) isJoining() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed || (failed != nil && e.cur != failed) {
+	return e.joining
+}
+
+// rejoin opens a new member on the client's session, unless the member is
+// no longer failed (another caller rejoined it first) or a rejoin is under
+// way. failed is the member that ended, or nil for a rejoin after a
+// reconnect. The handle's lock is not held while the stream opens, so Send
+// and Recv never wait on the network for it.
+func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) {
+	e.mu.Lock()
+	if e.closed || e.joining || (failed != nil && e.cur != failed) {
+		e.mu.Unlock()
 		return
 	}
 	sess, _ := e.c.current()
 	if failed == nil && e.cur != nil && sess != nil && e.cur.st.conn == sess.conn {
+		e.mu.Unlock()
 		return // already rejoined on this session
 	}
-	if e.cur != nil {
-		e.cur.Stream().Reset()
-	}
+	old := e.cur
 	e.cur = nil
+	e.joining = true
+	e.mu.Unlock()
+
+	if old != nil {
+		old.Stream().Reset()
+	}
+	var m *Echo
 	if sess != nil {
 		ctx, cancel := context.WithTimeout(ctx, e.c.o.DialTimeout)
-		m, err := sess.Echo(ctx, e.ns) // a failure leaves it for the next reconnect
+		m, _ = sess.Echo(ctx, e.ns) // a failure leaves it for the next reconnect
 		cancel()
-		if err == nil {
-			e.cur = m
-		}
+	}
+
+	e.mu.Lock()
+	e.joining = false
+	closed := e.closed
+	if !closed {
+		e.cur = m
 	}
 	close(e.changed)
 	e.changed = make(chan struct{})
+	e.mu.Unlock()
+	if closed && m != nil {
+		m.Close()
+	}
 }
 
 // Close leaves the namespace for good.
@@ -382,9 +417,10 @@ type ClientReplica struct {
 	m    *model.Model
 	opts ReplicateOptions
 
-	mu     sync.Mutex
-	cur    *Replica
-	closed bool
+	mu      sync.Mutex
+	cur     *Replica
+	joining bool // a rejoin is opening a stream
+	closed  bool
 }
 
 // Model returns the local model.
@@ -400,25 +436,35 @@ func (r *ClientReplica) Current() *Replica {
 
 func (r *ClientReplica) rejoin(ctx context.Context) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
 	sess, _ := r.c.current()
-	if r.cur != nil && sess != nil && r.cur.st.conn == sess.conn {
-		return // already replicating on this session
+	if r.closed || r.joining || (r.cur != nil && sess != nil && r.cur.st.conn == sess.conn) {
+		r.mu.Unlock()
+		return // closed, under way, or already replicating on this session
 	}
-	if r.cur != nil {
-		r.cur.Close()
-		r.cur = nil
+	old := r.cur
+	r.cur = nil
+	r.joining = true
+	r.mu.Unlock()
+
+	if old != nil {
+		old.Close()
 	}
-	if sess == nil {
-		return
+	var cur *Replica
+	if sess != nil {
+		ctx, cancel := context.WithTimeout(ctx, r.c.o.DialTimeout)
+		cur, _ = sess.Replicate(ctx, r.ns, r.m, r.opts) // a failure waits for the next reconnect
+		cancel()
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.c.o.DialTimeout)
-	defer cancel()
-	if cur, err := sess.Replicate(ctx, r.ns, r.m, r.opts); err == nil {
+
+	r.mu.Lock()
+	r.joining = false
+	closed := r.closed
+	if !closed {
 		r.cur = cur
+	}
+	r.mu.Unlock()
+	if closed && cur != nil {
+		cur.Close()
 	}
 }
 
