@@ -171,7 +171,9 @@ func (s *Session) OpenStream() (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("channel: open stream: %w", err)
 	}
-	return newStream(ys, s.conn, s.linger), nil
+	st := newStream(newYamuxStream(ys, s.conn), ys.StreamID(), s.conn.ws.LocalAddr(), s.conn.ws.RemoteAddr(), s.linger)
+	st.sess = s
+	return st, nil
 }
 
 // Echo joins the echo namespace and returns the member, after the server

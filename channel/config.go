@@ -34,12 +34,6 @@ type Config struct {
 	KeepAliveInterval time.Duration
 	// WriteTimeout bounds every write to a client. Default 10s.
 	WriteTimeout time.Duration
-	// AcceptBacklog is how many opened streams yamux queues before the
-	// server accepts them; past it, new streams are reset. Default 64.
-	AcceptBacklog int
-	// StreamOpenTimeout bounds a stream open waiting for the peer's ACK.
-	// Default 15s.
-	StreamOpenTimeout time.Duration
 	// StreamCloseTimeout is how long a stream the server is done with waits
 	// for the peer's FIN before it is reset; it also bounds how long a
 	// rejected stream is drained. A stream half-closed by a relay whose other
@@ -83,8 +77,6 @@ const (
 	DefaultMaxMessageBytes    = 1 << 20
 	DefaultKeepAliveInterval  = 30 * time.Second
 	DefaultWriteTimeout       = 10 * time.Second
-	DefaultAcceptBacklog      = 64
-	DefaultStreamOpenTimeout  = 15 * time.Second
 	DefaultStreamCloseTimeout = 30 * time.Second
 	DefaultMaxPingsPerSecond  = 10
 	DefaultMaxSessions        = 50000
@@ -101,8 +93,6 @@ func DefaultConfig() Config {
 		MaxMessageBytes:         DefaultMaxMessageBytes,
 		KeepAliveInterval:       DefaultKeepAliveInterval,
 		WriteTimeout:            DefaultWriteTimeout,
-		AcceptBacklog:           DefaultAcceptBacklog,
-		StreamOpenTimeout:       DefaultStreamOpenTimeout,
 		StreamCloseTimeout:      DefaultStreamCloseTimeout,
 		MaxPingsPerSecond:       DefaultMaxPingsPerSecond,
 		MaxSessions:             DefaultMaxSessions,
@@ -121,8 +111,6 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxMessageBytes, d.MaxMessageBytes)
 	setDefault(&c.KeepAliveInterval, d.KeepAliveInterval)
 	setDefault(&c.WriteTimeout, d.WriteTimeout)
-	setDefault(&c.AcceptBacklog, d.AcceptBacklog)
-	setDefault(&c.StreamOpenTimeout, d.StreamOpenTimeout)
 	setDefault(&c.StreamCloseTimeout, d.StreamCloseTimeout)
 	setDefault(&c.MaxPingsPerSecond, d.MaxPingsPerSecond)
 	setDefault(&c.MaxSessions, d.MaxSessions)
@@ -155,8 +143,6 @@ func (c Config) Validate() error {
 	positive("HeaderTimeout", c.HeaderTimeout > 0)
 	positive("KeepAliveInterval", c.KeepAliveInterval > 0)
 	positive("WriteTimeout", c.WriteTimeout > 0)
-	positive("AcceptBacklog", c.AcceptBacklog > 0)
-	positive("StreamOpenTimeout", c.StreamOpenTimeout > 0)
 	positive("StreamCloseTimeout", c.StreamCloseTimeout > 0)
 	positive("MaxPingsPerSecond", c.MaxPingsPerSecond > 0)
 	positive("MaxSessions", c.MaxSessions > 0)
@@ -174,15 +160,22 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// yamuxConfig returns the yamux settings for a session.
+// A client's yamux session: it accepts no streams, and waits this long for
+// the server to acknowledge one it opens.
+const (
+	clientAcceptBacklog     = 64
+	clientStreamOpenTimeout = 15 * time.Second
+)
+
+// yamuxConfig returns the yamux settings for a client session.
 func (c Config) yamuxConfig(log *slog.Logger) *yamux.Config {
 	return &yamux.Config{
-		AcceptBacklog:          c.AcceptBacklog,
+		AcceptBacklog:          clientAcceptBacklog,
 		EnableKeepAlive:        true,
 		KeepAliveInterval:      c.KeepAliveInterval,
 		ConnectionWriteTimeout: c.WriteTimeout,
 		MaxStreamWindowSize:    streamWindow,
-		StreamOpenTimeout:      c.StreamOpenTimeout,
+		StreamOpenTimeout:      clientStreamOpenTimeout,
 		// yamux's close timer would reset a stream half-closed longer than
 		// the timeout even while its other direction flows (a relay);
 		// Stream.Close applies the timeout instead, once a stream is given up.

@@ -48,26 +48,21 @@ const (
 // frames yamux still sends for them.
 const resetRing = 32
 
-// wsConn turns a WebSocket into the byte stream yamux runs on. yamux's
-// receive goroutine is its one reader and yamux's send goroutine its one
-// writer; Stream.Reset also writes, under the same lock.
+// wsConn is a session's WebSocket: one binary message per yamux frame, and
+// the close handshake with its code and reason (both sides).
 //
-// It scans the yamux frames going both ways: to send each frame (header and
-// body, which yamux writes separately) as one WebSocket message, to refuse
-// protocol violations before yamux sees them, to tell streams that they were
-// reset, and to reset a stream, which hashicorp/yamux cannot do by itself:
-// an RST goes to the peer and a copy is handed to the local yamux as if the
-// peer had sent it.
+// On a client it is also the byte stream a hashicorp/yamux session runs on.
+// yamux's receive goroutine is its one reader and yamux's send goroutine its
+// one writer; Stream.Reset also writes, under the same lock. It scans the
+// frames going both ways: to send each frame (header and body, which yamux
+// writes separately) as one message, to refuse protocol violations before
+// yamux sees them, to tell streams that they were reset, and to reset a
+// stream, which hashicorp/yamux cannot do by itself: an RST goes to the peer
+// and a copy is handed to the local yamux as if the peer had sent it. The
+// server runs its own multiplexer (muxSession) on nextMessage and writeFrame.
 type wsConn struct {
 	ws           *websocket.Conn
 	writeTimeout time.Duration
-	// onPing, if set, is called for each ping the peer sends; returning
-	// false closes the session as a protocol violation.
-	onPing func() bool
-	// floodLimit, if positive, is how many streams yamux may refuse on its
-	// own (past its accept backlog) before the session is closed with 4429.
-	floodLimit  int64
-	yamuxResets atomic.Int64 // RSTs yamux sent by itself
 
 	// read side, owned by yamux's receive goroutine
 	msg io.Reader // the WebSocket message being read, nil between messages
@@ -133,19 +128,9 @@ func (c *wsConn) Read(p []byte) (int, error) {
 			}
 		}
 		if c.msg == nil {
-			mt, r, err := c.ws.NextReader()
+			r, err := c.nextMessage()
 			if err != nil {
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					c.peerMu.Lock()
-					c.peerClose = ce
-					c.peerMu.Unlock()
-				}
-				return 0, c.readerDone(err)
-			}
-			if mt != websocket.BinaryMessage {
-				c.setCloseStatus(CloseUnsupported, "text messages are not allowed: send binary messages")
-				return 0, c.fail(ErrTextMessage)
+				return 0, err
 			}
 			c.msg = r
 		}
@@ -167,9 +152,41 @@ func (c *wsConn) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if err != nil {
-			return 0, c.readerDone(err)
+			return 0, c.readFailed(err)
 		}
 	}
+}
+
+// nextMessage returns a reader for the next message, which must be binary.
+func (c *wsConn) nextMessage() (io.Reader, error) {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil, c.readFailed(err)
+	}
+	if mt != websocket.BinaryMessage {
+		c.setCloseStatus(CloseUnsupported, "text messages are not allowed: send binary messages")
+		return nil, c.fail(ErrTextMessage)
+	}
+	return r, nil
+}
+
+// readFailed ends reading on err, keeping the peer's close message if that
+// is what err is.
+func (c *wsConn) readFailed(err error) error {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		c.peerMu.Lock()
+		c.peerClose = ce
+		c.peerMu.Unlock()
+	}
+	return c.readerDone(err)
+}
+
+// writeFrame sends one whole frame as one binary message.
+func (c *wsConn) writeFrame(frame []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeMessage(frame)
 }
 
 // scanIn follows the inbound frames in p, which never crosses a boundary.
@@ -204,9 +221,6 @@ func (c *wsConn) scanIn(p []byte) error {
 		}
 	case typeWindowUpdate:
 	case typePing:
-		if flags&flagSYN != 0 && c.onPing != nil && !c.onPing() {
-			return c.violation("too many yamux pings")
-		}
 		return nil
 	case typeGoAway:
 		return nil
@@ -214,10 +228,6 @@ func (c *wsConn) scanIn(p []byte) error {
 		return c.violation(fmt.Sprintf("unknown yamux frame type %d", typ))
 	}
 	if flags&flagSYN != 0 {
-		if c.floodLimit > 0 && c.yamuxResets.Load() > c.floodLimit {
-			c.setCloseStatus(CloseLimit, fmt.Sprintf("stream flood: more than %d streams refused past the accept backlog", c.floodLimit))
-			return fmt.Errorf("%w: stream flood", ErrProtocol)
-		}
 		if typ != typeData {
 			c.watchOpen(id)
 		}
@@ -332,10 +342,8 @@ func (c *wsConn) sendFrame(frame []byte) error {
 			c.grant(id, binary.BigEndian.Uint32(frame[8:12]))
 		}
 		if flags&flagRST != 0 {
-			// Streams are reset here only by yamux itself (resetStream
-			// writes directly): past its accept backlog, or after a
-			// go-away.
-			c.yamuxResets.Add(1)
+			// yamux resets a stream by itself only when it cannot take
+			// it (resetStream writes directly).
 			c.watchFire(id, true)
 		}
 	}

@@ -331,7 +331,7 @@ func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) {
 		return
 	}
 	sess, _ := e.c.current()
-	if failed == nil && e.cur != nil && sess != nil && e.cur.st.conn == sess.conn {
+	if failed == nil && e.cur != nil && sess != nil && e.cur.st.sess == sess {
 		e.mu.Unlock()
 		return // already rejoined on this session
 	}
@@ -437,7 +437,7 @@ func (r *ClientReplica) Current() *Replica {
 func (r *ClientReplica) rejoin(ctx context.Context) {
 	r.mu.Lock()
 	sess, _ := r.c.current()
-	if r.closed || r.joining || (r.cur != nil && sess != nil && r.cur.st.conn == sess.conn) {
+	if r.closed || r.joining || (r.cur != nil && sess != nil && r.cur.st.sess == sess) {
 		r.mu.Unlock()
 		return // closed, under way, or already replicating on this session
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-	"github.com/hashicorp/yamux"
 
 	"github.com/signalchannel/signalchannel/auth"
 )
@@ -203,7 +202,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.wg.Done()
+	// Until the session's own goroutine takes them over.
+	wgDone := true
+	defer func() {
+		if wgDone {
+			h.wg.Done()
+		}
+	}()
 
 	// Credentials and limits are told with a close code and a reason
 	// (PROTOCOL.md section 6): a browser cannot read an HTTP status, so a
@@ -222,12 +227,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ip := clientIP(r)
+	admitted := false
 	if refused == "" {
 		if refused = h.admit(ip); refused != "" {
 			refuseCode = CloseLimit
 			h.log.Warn("connection refused", "remote", r.RemoteAddr, "reason", refused)
 		} else {
-			defer h.leave(ip)
+			admitted = true
+			defer func() {
+				if admitted {
+					h.leave(ip)
+				}
+			}()
 		}
 	}
 	ws, err := h.upgrader.Upgrade(w, r, nil)
@@ -246,7 +257,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sess == nil {
 		return
 	}
-	sess.serve()
+	// The session runs in a goroutine of its own, so that what the HTTP
+	// server kept for the request (its goroutine's grown stack, the
+	// request and response) is freed: that is most of an idle session.
+	wgDone, admitted = false, false
+	go func() {
+		defer h.wg.Done()
+		defer h.leave(ip)
+		sess.serve()
+	}()
 }
 
 // admit counts a session from ip, or returns why it may not open.
@@ -305,7 +324,7 @@ func (h *Handler) stopAccepting() []*session {
 // is being served, or ctx ends. Call Shutdown after it to close the sessions.
 func (h *Handler) Drain(ctx context.Context) error {
 	for _, s := range h.stopAccepting() {
-		s.ys.GoAway()
+		s.mux.GoAway()
 	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
@@ -343,17 +362,19 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 }
 
-// session is one WebSocket and its yamux server session.
+// session is one WebSocket and its yamux session.
 type session struct {
 	h      *Handler
 	id     string
 	remote string
 	log    *slog.Logger
 	conn   *wsConn
-	ys     *yamux.Session
+	mux    *muxSession
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // stream goroutines
+	local  net.Addr
+	peer   net.Addr
 
 	active       atomic.Int64 // streams counted against MaxStreams
 	rejecting    atomic.Int64 // over-limit streams being answered
@@ -368,19 +389,9 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	id := uuid.NewString()
 	log := h.log.With("session", id)
 	conn := newWSConn(ws, h.cfg.WriteTimeout)
-	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn}
+	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn, local: ws.LocalAddr(), peer: ws.RemoteAddr()}
 	s.pings.limit = h.cfg.MaxPingsPerSecond
 	s.opens.limit = h.cfg.MaxStreamOpensPerSecond
-	conn.onPing = s.pings.allow
-	conn.floodLimit = int64(h.cfg.MaxStreams)
-	ys, err := yamux.Server(conn, h.cfg.yamuxConfig(log))
-	if err != nil { // the config was validated; this is a bug
-		log.Error("yamux session", "err", err)
-		conn.setCloseStatus(websocket.CloseInternalServerErr, "internal error")
-		conn.Close()
-		return nil
-	}
-	s.ys = ys
 	s.ctx, s.cancel = context.WithCancel(h.ctx)
 	if claims != nil {
 		s.claims = claims
@@ -392,10 +403,19 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		s.close(CloseGoingAway, "server is shutting down")
+		conn.setCloseStatus(CloseGoingAway, "server is shutting down")
+		conn.Close()
 		s.cancel()
 		return nil
 	}
+	// The session is registered before its multiplexer starts, so that
+	// Shutdown and Drain see every session that may open streams.
+	s.mux = newMuxSession(conn, muxConfig{
+		keepAlive:   h.cfg.KeepAliveInterval,
+		pingTimeout: h.cfg.WriteTimeout,
+		onPing:      s.pings.allow,
+		onStream:    s.accept,
+	})
 	h.sessions[s] = struct{}{}
 	h.mu.Unlock()
 	if claims != nil { // stopped by serve when the session ends
@@ -412,16 +432,17 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 
 func (s *session) close(code int, reason string) {
 	s.conn.setCloseStatus(code, reason)
-	s.ys.Close()
+	s.mux.Close()
 }
 
-// serve accepts streams until the session ends, then waits for them.
+// serve runs the session's read loop until the session ends, then waits for
+// its streams.
 func (s *session) serve() {
 	defer func() {
 		if s.expiry != nil {
 			s.expiry.Stop()
 		}
-		s.ys.Close()
+		s.mux.Close()
 		s.cancel()
 		s.wg.Wait()
 		s.h.mu.Lock()
@@ -432,43 +453,42 @@ func (s *session) serve() {
 		s.h.countClose(code)
 		s.log.Info("session closed", "code", code, "reason", reason)
 	}()
-	for {
-		ys, err := s.ys.AcceptStream()
-		if err != nil {
+	s.mux.run()
+}
+
+// accept starts serving a stream the client opened; it runs in the read
+// loop, so it never blocks for long.
+func (s *session) accept(ms *muxStream) {
+	st := newStream(ms, ms.id, s.local, s.peer, s.h.cfg.StreamCloseTimeout)
+	st.onReject = s.h.countReject
+	var refuse *Error
+	switch {
+	case s.active.Load() >= int64(s.h.cfg.MaxStreams):
+		refuse = Errorf(CodeLimit, "streams per session limit (%d) reached", s.h.cfg.MaxStreams)
+	case !s.opens.allow():
+		refuse = Errorf(CodeLimit, "stream opens per second limit (%d) reached", s.h.cfg.MaxStreamOpensPerSecond)
+	}
+	if refuse != nil {
+		if s.rejecting.Load() >= int64(s.h.cfg.MaxStreams) {
+			// A client that keeps opening streams while as many
+			// refusals are still in flight is flooding.
+			st.Reset()
+			s.log.Warn("closing session: stream flood", "refusing", s.rejecting.Load())
+			s.close(CloseLimit, fmt.Sprintf("stream flood: more than %d streams refused at once", s.h.cfg.MaxStreams))
 			return
 		}
-		st := newStream(ys, s.conn, s.h.cfg.StreamCloseTimeout)
-		st.onReject = s.h.countReject
-		var refuse *Error
-		switch {
-		case s.active.Load() >= int64(s.h.cfg.MaxStreams):
-			refuse = Errorf(CodeLimit, "streams per session limit (%d) reached", s.h.cfg.MaxStreams)
-		case !s.opens.allow():
-			refuse = Errorf(CodeLimit, "stream opens per second limit (%d) reached", s.h.cfg.MaxStreamOpensPerSecond)
-		}
-		if refuse != nil {
-			if s.rejecting.Load() >= int64(s.h.cfg.MaxStreams) {
-				// A client that keeps opening streams while as many
-				// refusals are still in flight is flooding.
-				st.Reset()
-				st.Close()
-				s.log.Warn("closing session: stream flood", "refusing", s.rejecting.Load())
-				s.close(CloseLimit, fmt.Sprintf("stream flood: more than %d streams refused at once", s.h.cfg.MaxStreams))
-				continue
-			}
-			s.rejecting.Add(1)
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer s.rejecting.Add(-1)
-				s.finish(st, refuse)
-			}()
-			continue
-		}
-		s.active.Add(1)
+		s.rejecting.Add(1)
 		s.wg.Add(1)
-		go s.serveStream(st)
+		go func() {
+			defer s.wg.Done()
+			defer s.rejecting.Add(-1)
+			s.finish(st, refuse)
+		}()
+		return
 	}
+	s.active.Add(1)
+	s.wg.Add(1)
+	go s.serveStream(st)
 }
 
 // serveStream reads the header, validates it and runs the endpoint.

@@ -20,25 +20,39 @@ import (
 // Read and Write may be called from two goroutines at once; Reset and
 // CloseWrite from any goroutine.
 type Stream struct {
-	ys    *yamux.Stream
-	conn  *wsConn
-	id    uint32
-	watch *watch
+	sc     streamConn
+	id     uint32
+	local  net.Addr
+	remote net.Addr
 	// linger is how long Close waits for the peer's FIN before it resets.
 	linger time.Duration
 
 	pre      []byte // bytes read past the header or reply line
-	reset    atomic.Bool
 	replied  atomic.Bool
 	rejected atomic.Bool
 	onReject func(Code) // counts failure replies, server side
-	closeW   sync.Once
+	sess     *Session   // the client session of a client's stream
 	released sync.Once
 }
 
-func newStream(ys *yamux.Stream, conn *wsConn, linger time.Duration) *Stream {
-	id := ys.StreamID()
-	return &Stream{ys: ys, conn: conn, id: id, watch: conn.watchOf(id), linger: linger}
+// streamConn is what a Stream runs on: a stream of the server's own
+// multiplexer (muxStream) or of a hashicorp/yamux client session
+// (yamuxStream). Errors are already the package's: ErrStreamReset,
+// io.EOF, os.ErrDeadlineExceeded and net.ErrClosed wrapped.
+type streamConn interface {
+	Read(p []byte) (int, error)
+	Write(p []byte) (int, error)
+	CloseWrite() error // FIN; again does nothing
+	Reset() error      // RST; wakes blocked calls; again does nothing
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+	Done() <-chan struct{}
+	PeerClosed() bool
+	Release() // the owner is done with the stream
+}
+
+func newStream(sc streamConn, id uint32, local, remote net.Addr, linger time.Duration) *Stream {
+	return &Stream{sc: sc, id: id, local: local, remote: remote, linger: linger}
 }
 
 // ID returns the yamux stream id.
@@ -47,9 +61,6 @@ func (s *Stream) ID() uint32 { return s.id }
 // Read reads from the stream. It returns io.EOF once the peer half-closed and
 // everything before was read, and ErrStreamReset after a reset.
 func (s *Stream) Read(p []byte) (int, error) {
-	if s.reset.Load() {
-		return 0, ErrStreamReset
-	}
 	if len(s.pre) > 0 {
 		n := copy(p, s.pre)
 		s.pre = s.pre[n:]
@@ -57,6 +68,97 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.pre = nil
 		}
 		return n, nil
+	}
+	return s.sc.Read(p)
+}
+
+// Write writes p whole unless an error occurs; it blocks while the peer's
+// window is full.
+func (s *Stream) Write(p []byte) (int, error) { return s.sc.Write(p) }
+
+// CloseWrite half-closes the stream: the peer reads EOF after what was
+// written; reading goes on.
+func (s *Stream) CloseWrite() error { return s.sc.CloseWrite() }
+
+// Close half-closes the stream (FIN) like CloseWrite and gives it up: if
+// the peer has not half-closed too within the stream close timeout, the
+// stream is reset, so a peer that never closes cannot pin it. Close does not
+// block. (A stream only half-closed with CloseWrite has no such timeout: a
+// relay's other direction may flow for as long as it likes.)
+func (s *Stream) Close() error {
+	err := s.CloseWrite()
+	s.released.Do(func() {
+		select {
+		case <-s.sc.Done():
+			s.sc.Release()
+			return
+		default:
+		}
+		if s.PeerClosed() {
+			s.sc.Release()
+			return
+		}
+		time.AfterFunc(s.linger, func() {
+			if !s.PeerClosed() {
+				s.Reset()
+			}
+			s.sc.Release()
+		})
+	})
+	return err
+}
+
+// PeerClosed reports whether the peer half-closed the stream (sent FIN):
+// everything it wrote has arrived, and reads end with io.EOF once it is read,
+// even if the session ends meanwhile.
+func (s *Stream) PeerClosed() bool { return s.sc.PeerClosed() }
+
+// Reset aborts both directions: the peer gets an RST, pending and later
+// Read and Write calls return ErrStreamReset at once. It may block while the
+// RST is written (at most the write timeout). Calling it again does nothing.
+func (s *Stream) Reset() error { return s.sc.Reset() }
+
+// Done is closed when the stream is reset, by either side, or its session
+// ends. It lets a stream that is not reading notice that its peer went away.
+func (s *Stream) Done() <-chan struct{} { return s.sc.Done() }
+
+// SetDeadline sets the read and write deadlines (net.Conn).
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.sc.SetReadDeadline(t)
+	return s.sc.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline (net.Conn).
+func (s *Stream) SetReadDeadline(t time.Time) error { return s.sc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline (net.Conn).
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.sc.SetWriteDeadline(t) }
+
+// LocalAddr returns the session's local address (net.Conn).
+func (s *Stream) LocalAddr() net.Addr { return s.local }
+
+// RemoteAddr returns the session's remote address (net.Conn).
+func (s *Stream) RemoteAddr() net.Addr { return s.remote }
+
+// yamuxStream is a client's stream: a hashicorp/yamux stream, with what
+// wsConn sees of its frames (reset, FIN, Done).
+type yamuxStream struct {
+	ys     *yamux.Stream
+	conn   *wsConn
+	id     uint32
+	watch  *watch
+	reset  atomic.Bool
+	closeW sync.Once
+}
+
+func newYamuxStream(ys *yamux.Stream, conn *wsConn) *yamuxStream {
+	id := ys.StreamID()
+	return &yamuxStream{ys: ys, conn: conn, id: id, watch: conn.watchOf(id)}
+}
+
+func (s *yamuxStream) Read(p []byte) (int, error) {
+	if s.reset.Load() {
+		return 0, ErrStreamReset
 	}
 	n, err := s.ys.Read(p)
 	if n > 0 && err != nil && err != io.EOF {
@@ -69,9 +171,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	return n, s.mapErr(err)
 }
 
-// Write writes p whole unless an error occurs; it blocks while the peer's
-// window is full.
-func (s *Stream) Write(p []byte) (int, error) {
+func (s *yamuxStream) Write(p []byte) (int, error) {
 	if s.reset.Load() {
 		return 0, ErrStreamReset
 	}
@@ -79,7 +179,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	return n, s.mapErr(err)
 }
 
-func (s *Stream) mapErr(err error) error {
+func (s *yamuxStream) mapErr(err error) error {
 	switch {
 	case err == nil || err == io.EOF:
 		return err
@@ -93,9 +193,7 @@ func (s *Stream) mapErr(err error) error {
 	return err
 }
 
-// CloseWrite half-closes the stream: the peer reads EOF after what was
-// written; reading goes on.
-func (s *Stream) CloseWrite() error {
+func (s *yamuxStream) CloseWrite() error {
 	var err error
 	s.closeW.Do(func() {
 		if !s.reset.Load() {
@@ -105,63 +203,19 @@ func (s *Stream) CloseWrite() error {
 	return err
 }
 
-// Close half-closes the stream (FIN) like CloseWrite and gives it up: if
-// the peer has not half-closed too within the stream close timeout, the
-// stream is reset, so a peer that never closes cannot pin it. Close does not
-// block. (A stream only half-closed with CloseWrite has no such timeout: a
-// relay's other direction may flow for as long as it likes.)
-func (s *Stream) Close() error {
-	err := s.CloseWrite()
-	s.released.Do(func() {
-		if s.reset.Load() || s.PeerClosed() {
-			s.conn.release(s.id)
-			return
-		}
-		time.AfterFunc(s.linger, func() {
-			if !s.PeerClosed() {
-				s.Reset()
-			}
-			s.conn.release(s.id)
-		})
-	})
-	return err
-}
-
-// PeerClosed reports whether the peer half-closed the stream (sent FIN):
-// everything it wrote has arrived, and reads end with io.EOF once it is read,
-// even if the session ends meanwhile.
-func (s *Stream) PeerClosed() bool { return s.watch.fin.Load() }
-
-// Reset aborts both directions: the peer gets an RST, pending and later
-// Read and Write calls return ErrStreamReset at once. It may block while the
-// RST is written (at most the write timeout). Calling it again does nothing.
-func (s *Stream) Reset() error {
+func (s *yamuxStream) Reset() error {
 	if !s.reset.CompareAndSwap(false, true) {
 		return nil
 	}
-	past := time.Unix(1, 0)
-	_ = s.ys.SetDeadline(past) // wakes a blocked Read or Write
+	_ = s.ys.SetDeadline(time.Unix(1, 0)) // wakes a blocked Read or Write
 	return s.conn.resetStream(s.id)
 }
 
-// Done is closed when the stream is reset, by either side, or its session
-// ends. It lets a stream that is not reading notice that its peer went away.
-func (s *Stream) Done() <-chan struct{} { return s.watch.done }
-
-// SetDeadline sets the read and write deadlines (net.Conn).
-func (s *Stream) SetDeadline(t time.Time) error { return s.ys.SetDeadline(t) }
-
-// SetReadDeadline sets the read deadline (net.Conn).
-func (s *Stream) SetReadDeadline(t time.Time) error { return s.ys.SetReadDeadline(t) }
-
-// SetWriteDeadline sets the write deadline (net.Conn).
-func (s *Stream) SetWriteDeadline(t time.Time) error { return s.ys.SetWriteDeadline(t) }
-
-// LocalAddr returns the session's local address (net.Conn).
-func (s *Stream) LocalAddr() net.Addr { return s.conn.ws.LocalAddr() }
-
-// RemoteAddr returns the session's remote address (net.Conn).
-func (s *Stream) RemoteAddr() net.Addr { return s.conn.ws.RemoteAddr() }
+func (s *yamuxStream) SetReadDeadline(t time.Time) error  { return s.ys.SetReadDeadline(t) }
+func (s *yamuxStream) SetWriteDeadline(t time.Time) error { return s.ys.SetWriteDeadline(t) }
+func (s *yamuxStream) Done() <-chan struct{}              { return s.watch.done }
+func (s *yamuxStream) PeerClosed() bool                   { return s.watch.fin.Load() }
+func (s *yamuxStream) Release()                           { s.conn.release(s.id) }
 
 var _ net.Conn = (*Stream)(nil)
 

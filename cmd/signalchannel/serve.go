@@ -62,8 +62,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest WebSocket message a client may send")
 	fs.DurationVar(&c.KeepAliveInterval, "keepalive", c.KeepAliveInterval, "interval between yamux pings to each client")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound on every write to a client; a client that does not answer a ping within it is dropped")
-	fs.IntVar(&c.AcceptBacklog, "accept-backlog", c.AcceptBacklog, "yamux streams queued before the server accepts them")
-	fs.DurationVar(&c.StreamOpenTimeout, "stream-open-timeout", c.StreamOpenTimeout, "yamux stream open timeout")
 	fs.DurationVar(&c.StreamCloseTimeout, "stream-close-timeout", c.StreamCloseTimeout, "how long a half-closed stream waits for the client's FIN")
 	fs.IntVar(&c.MaxPingsPerSecond, "max-pings-per-second", c.MaxPingsPerSecond, "yamux pings a client may send per second before its session is closed (4400)")
 	fs.IntVar(&c.MaxSessions, "max-sessions", c.MaxSessions, "sessions on the server; past it a connection is closed with 4429")
@@ -136,8 +134,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		"max-message-bytes":           c.MaxMessageBytes > 0,
 		"keepalive":                   c.KeepAliveInterval > 0,
 		"write-timeout":               c.WriteTimeout > 0,
-		"accept-backlog":              c.AcceptBacklog > 0,
-		"stream-open-timeout":         c.StreamOpenTimeout > 0,
 		"stream-close-timeout":        c.StreamCloseTimeout > 0,
 		"max-pings-per-second":        c.MaxPingsPerSecond > 0,
 		"shutdown-timeout":            o.shutdownTimeout > 0,

@@ -1,0 +1,549 @@
+package channel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeConn feeds a muxSession messages from a channel and records what it
+// writes, with no network in between.
+type fakeConn struct {
+	in    chan []byte
+	sizes []byte // read chunk sizes, cycled
+
+	mu     sync.Mutex
+	out    [][]byte
+	code   int
+	reason string
+	closed bool
+	wrote  chan struct{} // a token per frame written
+}
+
+func newFakeConn() *fakeConn {
+	return &fakeConn{in: make(chan []byte, 64), wrote: make(chan struct{}, 1)}
+}
+
+func (c *fakeConn) nextMessage() (io.Reader, error) {
+	m, ok := <-c.in
+	if !ok {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return &chunkReader{data: m, sizes: c.sizes}, nil
+}
+
+func (c *fakeConn) readFailed(err error) error { return err }
+
+func (c *fakeConn) writeFrame(f []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	c.out = append(c.out, append([]byte(nil), f...))
+	select {
+	case c.wrote <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (c *fakeConn) setCloseStatus(code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.code == 0 {
+		c.code, c.reason = code, reason
+	}
+}
+
+func (c *fakeConn) fail(err error) error { c.Close(); return err }
+
+func (c *fakeConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *fakeConn) status() (int, string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.code, c.reason, c.closed
+}
+
+// frames returns the frames written so far.
+func (c *fakeConn) frames() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.out...)
+}
+
+func frameOf(typ byte, flags uint16, id, length uint32, body []byte) []byte {
+	f := make([]byte, yamuxHeaderSize, yamuxHeaderSize+len(body))
+	putHeader(f, typ, flags, id, length)
+	return append(f, body...)
+}
+
+type header struct {
+	typ    byte
+	flags  uint16
+	id     uint32
+	length uint32
+}
+
+func parseOut(f []byte) header {
+	return header{f[1], binary.BigEndian.Uint16(f[2:4]), binary.BigEndian.Uint32(f[4:8]), binary.BigEndian.Uint32(f[8:12])}
+}
+
+// muxHarness runs a muxSession's read loop over a fakeConn.
+type muxHarness struct {
+	t       *testing.T
+	c       *fakeConn
+	m       *muxSession
+	streams chan *muxStream
+	ended   chan error
+}
+
+func startMux(t *testing.T, cfg muxConfig) *muxHarness {
+	h := &muxHarness{t: t, c: newFakeConn(), streams: make(chan *muxStream, 64), ended: make(chan error, 1)}
+	if cfg.onStream == nil {
+		cfg.onStream = func(s *muxStream) { h.streams <- s }
+	}
+	h.m = newMuxSession(h.c, cfg)
+	go func() { h.ended <- h.m.run() }()
+	t.Cleanup(func() {
+		h.m.Close()
+		close(h.c.in)
+		<-h.ended
+	})
+	return h
+}
+
+func (h *muxHarness) send(frames ...[]byte) { h.c.in <- bytes.Join(frames, nil) }
+
+func (h *muxHarness) open(id uint32) *muxStream {
+	h.send(frameOf(typeWindowUpdate, flagSYN, id, 0, nil))
+	select {
+	case s := <-h.streams:
+		return s
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("stream not opened")
+		return nil
+	}
+}
+
+// waitFrame waits until a written frame satisfies ok.
+func (h *muxHarness) waitFrame(what string, ok func(header) bool) header {
+	h.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		for _, f := range h.c.frames() {
+			if hd := parseOut(f); ok(hd) {
+				return hd
+			}
+		}
+		select {
+		case <-h.c.wrote:
+		case <-deadline:
+			h.t.Fatalf("no %s written", what)
+		}
+	}
+}
+
+func (h *muxHarness) waitEnd() error {
+	h.t.Helper()
+	select {
+	case err := <-h.ended:
+		h.ended <- err
+		return err
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("session did not end")
+		return nil
+	}
+}
+
+func TestMuxAcksAndReadsWithWindowUpdates(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	h.waitFrame("ACK", func(f header) bool { return f.typ == typeWindowUpdate && f.flags == flagACK && f.id == 1 })
+	body := bytes.Repeat([]byte("x"), 200<<10)
+	h.send(frameOf(typeData, 0, 1, uint32(len(body)), body))
+	got := make([]byte, len(body))
+	if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read %v", err)
+	}
+	// Read past half the window: the credit comes back in one update.
+	up := h.waitFrame("window update", func(f header) bool { return f.typ == typeWindowUpdate && f.flags == 0 && f.id == 1 })
+	if up.length != 200<<10 {
+		t.Fatalf("window update of %d, want %d", up.length, 200<<10)
+	}
+	// The whole window again is accepted...
+	full := make([]byte, streamWindow)
+	h.send(frameOf(typeData, 0, 1, streamWindow, full))
+	if _, err := io.ReadFull(s, make([]byte, streamWindow)); err != nil {
+		t.Fatal(err)
+	}
+	// ...and FIN ends reads with EOF.
+	h.send(frameOf(typeWindowUpdate, flagFIN, 1, 0, nil))
+	if n, err := s.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after FIN: %d, %v", n, err)
+	}
+}
+
+func TestMuxReceiveWindowEdge(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	h.open(1)
+	// Exactly the window is fine; one byte more is a violation.
+	h.send(frameOf(typeData, 0, 1, streamWindow-1, make([]byte, streamWindow-1)))
+	h.send(frameOf(typeData, 0, 1, 1, []byte{1}))
+	h.send(frameOf(typeData, 0, 1, 1, []byte{2}))
+	err := h.waitEnd()
+	code, reason, _ := h.c.status()
+	if !errors.Is(err, ErrProtocol) || code != CloseProtocolError || !strings.Contains(reason, "receive window") {
+		t.Fatalf("err %v, close %d %q", err, code, reason)
+	}
+}
+
+func TestMuxViolations(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+		reason string
+	}{
+		{"even stream id", [][]byte{frameOf(typeWindowUpdate, flagSYN, 2, 0, nil)}, "even"},
+		{"stream opened twice", [][]byte{frameOf(typeWindowUpdate, flagSYN, 1, 0, nil), frameOf(typeData, flagSYN, 1, 0, nil)}, "twice"},
+		{"bad version", [][]byte{{1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}}, "version"},
+		{"bad type", [][]byte{frameOf(4, 0, 1, 0, nil)}, "type"},
+		{"data frame past the window", [][]byte{frameOf(typeData, flagSYN, 1, streamWindow+1, nil)}, "exceeds"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startMux(t, muxConfig{})
+			h.send(tc.frames...)
+			err := h.waitEnd()
+			code, reason, closed := h.c.status()
+			if !errors.Is(err, ErrProtocol) || code != CloseProtocolError || !strings.Contains(reason, tc.reason) || !closed {
+				t.Fatalf("err %v, close %d %q (closed %v)", err, code, reason, closed)
+			}
+		})
+	}
+}
+
+func TestMuxWriteWaitsForWindow(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	msg := bytes.Repeat([]byte("y"), streamWindow+100<<10)
+	wrote := make(chan error, 1)
+	go func() { _, err := s.Write(msg); wrote <- err }()
+	sent := func() int {
+		n := 0
+		for _, f := range h.c.frames() {
+			if hd := parseOut(f); hd.typ == typeData && hd.id == 1 {
+				n += int(hd.length)
+			}
+		}
+		return n
+	}
+	h.waitFrame("data", func(f header) bool { return f.typ == typeData })
+	for sent() < streamWindow {
+		<-h.c.wrote
+	}
+	select {
+	case err := <-wrote:
+		t.Fatalf("write past the peer's window returned %v", err)
+	default:
+	}
+	if n := sent(); n != streamWindow {
+		t.Fatalf("sent %d bytes on a %d byte window", n, streamWindow)
+	}
+	h.send(frameOf(typeWindowUpdate, 0, 1, 100<<10, nil))
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if n := sent(); n != len(msg) {
+		t.Fatalf("sent %d, want %d", n, len(msg))
+	}
+	// A deadline ends a write blocked on the window.
+	s.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := s.Write([]byte("z")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("blocked write: %v", err)
+	}
+}
+
+func TestMuxResetStopsData(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	if _, err := s.Write([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	s.Reset()
+	if _, err := s.Write([]byte("after")); err != ErrStreamReset {
+		t.Fatalf("write after reset: %v", err)
+	}
+	if _, err := s.Read(make([]byte, 1)); err != ErrStreamReset {
+		t.Fatalf("read after reset: %v", err)
+	}
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("Done not closed by a reset")
+	}
+	frames := h.c.frames()
+	last := parseOut(frames[len(frames)-1])
+	if last.flags != flagRST || last.id != 1 {
+		t.Fatalf("last frame %+v, want the RST", last)
+	}
+	// Late data for the reset stream is dropped; the session goes on.
+	h.send(frameOf(typeData, 0, 1, 3, []byte("abc")))
+	h.open(3)
+}
+
+func TestMuxPeerResetWakesReader(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	read := make(chan error, 1)
+	go func() { _, err := s.Read(make([]byte, 1)); read <- err }()
+	h.send(frameOf(typeWindowUpdate, flagRST, 1, 0, nil))
+	if err := <-read; err != ErrStreamReset {
+		t.Fatalf("read: %v", err)
+	}
+}
+
+func TestMuxSessionEnd(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	finished := h.open(1)
+	cut := h.open(3)
+	h.send(frameOf(typeData, flagFIN, 1, 2, []byte("ok")), frameOf(typeData, 0, 3, 4, []byte("part")))
+	// Both bodies are in before the session ends.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, s := range []*muxStream{finished, cut} {
+		for !s.hasBuffered() {
+			if time.Now().After(deadline) {
+				t.Fatal("data not received")
+			}
+			<-time.After(time.Millisecond)
+		}
+	}
+	h.m.Close()
+	for _, s := range []*muxStream{finished, cut} {
+		select {
+		case <-s.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("Done not closed at session end")
+		}
+	}
+	// What arrived is still read: then EOF after a FIN, an error without.
+	if b, err := io.ReadAll(finished); string(b) != "ok" || err != nil {
+		t.Fatalf("finished stream: %q, %v", b, err)
+	}
+	if b, err := io.ReadAll(cut); string(b) != "part" || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("cut stream: %q, %v", b, err)
+	}
+	if _, err := cut.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after session end: %v", err)
+	}
+}
+
+func TestMuxGoAwayResetsNewStreams(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	h.open(1)
+	h.m.GoAway()
+	h.send(frameOf(typeWindowUpdate, flagSYN, 3, 0, nil))
+	h.waitFrame("RST", func(f header) bool { return f.id == 3 && f.flags == flagRST })
+	select {
+	case s := <-h.streams:
+		t.Fatalf("stream %d handed over after go-away", s.id)
+	default:
+	}
+}
+
+func TestMuxPings(t *testing.T) {
+	allowed := 2
+	h := startMux(t, muxConfig{onPing: func() bool { allowed--; return allowed >= 0 }})
+	h.send(frameOf(typePing, flagSYN, 0, 77, nil))
+	h.waitFrame("ping answer", func(f header) bool { return f.typ == typePing && f.flags == flagACK && f.length == 77 })
+	h.send(frameOf(typePing, flagSYN, 0, 1, nil), frameOf(typePing, flagSYN, 0, 2, nil))
+	h.waitEnd()
+	if code, reason, _ := h.c.status(); code != CloseProtocolError || !strings.Contains(reason, "ping") {
+		t.Fatalf("close %d %q", code, reason)
+	}
+}
+
+func TestMuxKeepalive(t *testing.T) {
+	h := startMux(t, muxConfig{keepAlive: 5 * time.Millisecond, pingTimeout: 50 * time.Millisecond})
+	// Answered pings keep the session: three of them.
+	answered := map[uint32]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(answered) < 3 && time.Now().Before(deadline) {
+		for _, f := range h.c.frames() {
+			if hd := parseOut(f); hd.typ == typePing && hd.flags == flagSYN && !answered[hd.length] {
+				answered[hd.length] = true
+				h.send(frameOf(typePing, flagACK, 0, hd.length, nil))
+			}
+		}
+		select {
+		case <-h.c.wrote:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select {
+	case <-h.m.Done():
+		t.Fatal("session with answered pings ended")
+	default:
+	}
+	if len(answered) < 3 {
+		t.Fatalf("%d pings answered", len(answered))
+	}
+	// Unanswered, the session ends.
+	select {
+	case <-h.m.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("unanswered keepalive kept the session")
+	}
+}
+
+// FuzzMux feeds a server session arbitrary frames, split over messages and
+// read in chunks. It must never panic or hang, must answer every stream it
+// opens with an ACK and every ping with its opaque value, and must refuse
+// exactly what a reference reading of the frames says is a violation.
+func FuzzMux(f *testing.F) {
+	var good []byte
+	good = append(good, frameOf(typeWindowUpdate, flagSYN, 1, 0, nil)...)
+	good = append(good, frameOf(typeData, 0, 1, 5, []byte("hello"))...)
+	good = append(good, frameOf(typePing, flagSYN, 0, 9, nil)...)
+	good = append(good, frameOf(typeData, flagSYN|flagFIN, 3, 2, []byte("hi"))...)
+	good = append(good, frameOf(typeWindowUpdate, flagRST, 1, 0, nil)...)
+	good = append(good, frameOf(typeWindowUpdate, flagSYN, 1, 0, nil)...)
+	f.Add(good, []byte{0, 11, 2}, []byte{30, 200})
+	f.Add(frameOf(typeWindowUpdate, flagSYN, 2, 0, nil), []byte{5}, []byte{})
+	f.Add(frameOf(9, 0, 1, 0, nil), []byte{}, []byte{1})
+	f.Add(frameOf(typeData, flagSYN, 1, streamWindow+1, nil), []byte{1}, []byte{3})
+	f.Fuzz(func(t *testing.T, data, sizes, cuts []byte) {
+		c := newFakeConn()
+		c.sizes = sizes
+		c.in = make(chan []byte, len(data)+1)
+		for rest, i := data, 0; len(rest) > 0; i++ {
+			n := len(rest)
+			if len(cuts) > 0 {
+				n = min(n, int(cuts[i%len(cuts)])*64+1)
+			}
+			c.in <- rest[:n]
+			rest = rest[n:]
+		}
+		close(c.in)
+		var opened []uint32
+		m := newMuxSession(c, muxConfig{onStream: func(s *muxStream) { opened = append(opened, s.id) }})
+		ran := make(chan error, 1)
+		go func() { ran <- m.run() }()
+		var err error
+		select {
+		case err = <-ran:
+		case <-time.After(5 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("session hangs:\n%s", buf[:runtime.Stack(buf, true)])
+		}
+
+		// The reference reading.
+		credit := map[uint32]int64{} // open streams and their receive credit
+		var wantOpen, pings []uint32
+		violation := false
+	scan:
+		for p := 0; p+yamuxHeaderSize <= len(data); {
+			hd := parseOut(data[p:])
+			p += yamuxHeaderSize
+			if data[p-yamuxHeaderSize] != 0 || hd.typ > typeGoAway || (hd.typ == typeData && hd.length > streamWindow) {
+				violation = true
+				break
+			}
+			if hd.typ == typePing {
+				if hd.flags&flagSYN != 0 {
+					pings = append(pings, hd.length)
+				}
+				continue
+			}
+			if hd.typ == typeGoAway {
+				continue
+			}
+			if hd.flags&flagSYN != 0 {
+				if _, dup := credit[hd.id]; dup || hd.id%2 == 0 {
+					violation = true
+					break scan
+				}
+				credit[hd.id] = streamWindow
+				wantOpen = append(wantOpen, hd.id)
+			}
+			if hd.typ == typeData {
+				// The header alone tells a frame past the window.
+				if c, ok := credit[hd.id]; ok && hd.length > 0 {
+					if int64(hd.length) > c {
+						violation = true
+						break scan
+					}
+					credit[hd.id] = c - int64(hd.length)
+				}
+				if p+int(hd.length) > len(data) {
+					break // cut short: the connection just ends
+				}
+				p += int(hd.length)
+			}
+			if hd.flags&flagRST != 0 {
+				delete(credit, hd.id)
+			}
+		}
+		code, reason, _ := c.status()
+		if violation != errors.Is(err, ErrProtocol) || violation != (code == CloseProtocolError) {
+			t.Fatalf("violation %v, want %v (close %d %q)", err, violation, code, reason)
+		}
+		if violation && reason == "" {
+			t.Fatal("violation without a reason")
+		}
+		if !violation {
+			if len(opened) != len(wantOpen) {
+				t.Fatalf("opened %v, want %v", opened, wantOpen)
+			}
+			var acks, pongs []uint32
+			for _, fr := range c.frames() {
+				switch hd := parseOut(fr); {
+				case hd.typ == typeWindowUpdate && hd.flags == flagACK:
+					acks = append(acks, hd.id)
+				case hd.typ == typePing && hd.flags == flagACK:
+					pongs = append(pongs, hd.length)
+				}
+			}
+			if !equalIDs(acks, wantOpen) || !equalIDs(pongs, pings) {
+				t.Fatalf("acks %v for %v, pongs %v for %v", acks, wantOpen, pongs, pings)
+			}
+		}
+		select {
+		case <-m.Done():
+		default:
+			t.Fatal("session not ended")
+		}
+	})
+}
+
+func equalIDs(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *muxStream) hasBuffered() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buffered > 0
+}
