@@ -84,6 +84,9 @@ type Handler struct {
 	closes         map[int]int64
 }
 
+// serverReadBuffer is the size of a session's WebSocket read buffer.
+const serverReadBuffer = 1024
+
 // serverWriteBuffers holds the WebSocket write buffers of every Handler.
 var serverWriteBuffers = &sync.Pool{}
 
@@ -112,8 +115,11 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HeaderTimeout,
-		// 0: the HTTP server's own 4 KiB read buffer is reused.
-		ReadBufferSize:  0,
+		// Every session holds its read buffer while idle: 1 KiB rather
+		// than the HTTP server's 4 KiB. It bounds only how many small
+		// messages one read takes in; a large message is read straight
+		// into the frame buffer.
+		ReadBufferSize:  serverReadBuffer,
 		WriteBufferSize: 4096,
 		// Idle sessions hold no write buffer: it is taken from the pool
 		// for each message.
