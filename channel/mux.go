@@ -60,6 +60,7 @@ type muxSession struct {
 	closed  bool
 	done    chan struct{}
 	ka      *time.Timer
+	cut     []*muxStream // the streams open when the session closed
 	pingID  uint32
 	pingOut bool // a keepalive ping awaits its answer
 
@@ -86,6 +87,15 @@ func (m *muxSession) Done() <-chan struct{} { return m.done }
 func (m *muxSession) run() error {
 	err := m.readLoop()
 	m.Close()
+	// Inline readers learn of the session's end here, after the read loop:
+	// never while one of their calls runs.
+	m.mu.Lock()
+	cut := m.cut
+	m.cut = nil
+	m.mu.Unlock()
+	for _, st := range cut {
+		st.endInline(st.errClosed())
+	}
 	return err
 }
 
@@ -315,6 +325,9 @@ func (m *muxSession) Close() error {
 	m.closed = true
 	streams := m.streams
 	m.streams = nil
+	for _, st := range streams {
+		m.cut = append(m.cut, st)
+	}
 	if m.ka != nil {
 		m.ka.Stop()
 	}
@@ -431,6 +444,12 @@ type muxStream struct {
 	gone       bool // the session ended
 	readDL     time.Time
 	writeDL    time.Time
+
+	// Inline reading (readInline): data goes to inline in the read loop.
+	inline    func([]byte)
+	inlineEnd func(error)
+	draining  bool // readInline is still passing on what was buffered
+	ended     bool // inlineEnd was called or is due from the drain
 }
 
 func newMuxStream(m *muxSession, id uint32) *muxStream {
@@ -473,10 +492,84 @@ func (s *muxStream) receive(b []byte) {
 		putBuf(b) // after FIN or reset, data has nowhere to go
 		return
 	}
+	if s.inline != nil && !s.draining {
+		// Read at once: the credit goes back as for a Read.
+		f := s.inline
+		delta := s.windowDelta()
+		s.mu.Unlock()
+		f(b)
+		putBuf(b)
+		if delta > 0 {
+			s.m.writeControl(typeWindowUpdate, 0, s.id, delta, s)
+		}
+		return
+	}
 	s.recv = append(s.recv, b)
 	s.buffered += uint32(len(b))
 	s.mu.Unlock()
 	notify(s.readable)
+}
+
+// readInline makes the read loop pass data to f as it arrives, after what
+// is already buffered, and call end once the peer half-closes (io.EOF) or
+// resets (ErrStreamReset), or the session ends. f and end run in the read
+// loop, one at a time, except that this call itself passes on what was
+// buffered, and ends the stream if that had already happened.
+func (s *muxStream) readInline(f func([]byte), end func(error)) {
+	s.mu.Lock()
+	s.inline, s.inlineEnd, s.draining = f, end, true
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		if len(s.recv) == 0 {
+			s.draining = false
+			var err error
+			switch {
+			case s.ended:
+			case s.reset:
+				err = ErrStreamReset
+			case s.peerFIN.Load():
+				err = io.EOF
+			case s.gone:
+				err = s.errClosed()
+			}
+			if err != nil {
+				s.ended = true
+			}
+			delta := s.windowDelta()
+			s.mu.Unlock()
+			if delta > 0 {
+				s.m.writeControl(typeWindowUpdate, 0, s.id, delta, s)
+			}
+			if err != nil {
+				end(err)
+			}
+			return
+		}
+		b := s.recv[0][s.recvOff:]
+		full := s.recv[0]
+		s.recv[0] = nil
+		s.recv = s.recv[1:]
+		s.recvOff = 0
+		s.buffered -= uint32(len(b))
+		s.mu.Unlock()
+		f(b)
+		putBuf(full)
+	}
+}
+
+// endInline calls an inline reader's end with err, once; not while
+// readInline is still draining (it ends the stream itself then).
+func (s *muxStream) endInline(err error) {
+	s.mu.Lock()
+	end := s.inlineEnd
+	if end == nil || s.ended || s.draining {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	s.mu.Unlock()
+	end(err)
 }
 
 func (s *muxStream) grantSend(delta uint32) {
@@ -495,6 +588,7 @@ func (s *muxStream) remoteFlags(flags uint16) {
 		s.mu.Unlock()
 		s.end()
 		s.m.forget(s.id)
+		s.endInline(ErrStreamReset)
 		return
 	}
 	if flags&flagFIN != 0 {
@@ -506,6 +600,7 @@ func (s *muxStream) remoteFlags(flags uint16) {
 		if both {
 			s.m.forget(s.id)
 		}
+		s.endInline(io.EOF)
 	}
 }
 

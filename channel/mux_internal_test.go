@@ -547,3 +547,71 @@ func (s *muxStream) hasBuffered() bool {
 	defer s.mu.Unlock()
 	return s.buffered > 0
 }
+
+// TestMuxReadInlineDrainsFirst: what was buffered before readInline goes
+// to f first, then what arrives after, then end once; credit comes back.
+func TestMuxReadInlineDrainsFirst(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	first := bytes.Repeat([]byte("a"), 150<<10)
+	h.send(frameOf(typeData, 0, 1, uint32(len(first)), first))
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.hasBuffered() {
+		if time.Now().After(deadline) {
+			t.Fatal("data not received")
+		}
+		<-time.After(time.Millisecond)
+	}
+	var mu sync.Mutex
+	var got []byte
+	var ends []error
+	ended := make(chan struct{})
+	s.readInline(func(p []byte) {
+		mu.Lock()
+		got = append(got, p...)
+		mu.Unlock()
+	}, func(err error) {
+		mu.Lock()
+		ends = append(ends, err)
+		mu.Unlock()
+		close(ended)
+	})
+	// The drained 150 KiB was credited back in one update.
+	h.waitFrame("window update", func(f header) bool { return f.typ == typeWindowUpdate && f.flags == 0 && f.length == 150<<10 })
+	second := bytes.Repeat([]byte("b"), 200<<10)
+	h.send(frameOf(typeData, 0, 1, uint32(len(second)), second), frameOf(typeWindowUpdate, flagFIN, 1, 0, nil))
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("end not called")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(got, append(first, second...)) {
+		t.Fatalf("got %d bytes, out of order or short", len(got))
+	}
+	if len(ends) != 1 || ends[0] != io.EOF {
+		t.Fatalf("ends %v", ends)
+	}
+}
+
+// TestMuxReadInlineAfterFIN: a stream that had ended before readInline is
+// drained, then ended by the call itself.
+func TestMuxReadInlineAfterFIN(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	h.send(frameOf(typeData, flagFIN, 1, 3, []byte("end")))
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.PeerClosed() {
+		if time.Now().After(deadline) {
+			t.Fatal("FIN not received")
+		}
+		<-time.After(time.Millisecond)
+	}
+	var got []byte
+	var ends []error
+	s.readInline(func(p []byte) { got = append(got, p...) }, func(err error) { ends = append(ends, err) })
+	if string(got) != "end" || len(ends) != 1 || ends[0] != io.EOF {
+		t.Fatalf("got %q, ends %v", got, ends)
+	}
+}

@@ -499,10 +499,13 @@ func (s *session) accept(ms *muxStream) {
 
 // serveStream reads the header, validates it and runs the endpoint.
 func (s *session) serveStream(st *Stream) {
-	defer s.wg.Done()
-	defer s.active.Add(-1)
 	s.h.nStreams.Add(1)
-	defer s.h.nStreams.Add(-1)
+	inline := false
+	defer func() {
+		if !inline { // else the endpoint's done does it
+			s.streamEnded()
+		}
+	}()
 
 	st.SetReadDeadline(time.Now().Add(s.h.cfg.HeaderTimeout))
 	line, err := st.readLine(MaxHeaderBytes)
@@ -541,7 +544,16 @@ func (s *session) serveStream(st *Stream) {
 	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote}
 	n := s.h.byEndpoint[hdr.Endpoint]
 	n.Add(1)
+	st.detached = func() {
+		st.Close()
+		n.Add(-1)
+		s.streamEnded()
+	}
 	s.h.endpoints[hdr.Endpoint].ServeStream(s.ctx, st, req)
+	if st.inline.Load() {
+		inline = true // the stream lives on, read by the session
+		return
+	}
 	n.Add(-1)
 	if !st.replied.Load() {
 		s.finish(st, Errorf(CodeInternal, "the endpoint ended the stream without an answer"))
@@ -552,6 +564,13 @@ func (s *session) serveStream(st *Stream) {
 		return
 	}
 	st.Close()
+}
+
+// streamEnded accounts for a stream the session no longer serves.
+func (s *session) streamEnded() {
+	s.h.nStreams.Add(-1)
+	s.active.Add(-1)
+	s.wg.Done()
 }
 
 // finish answers st with e (unless nil: already answered), half-closes it

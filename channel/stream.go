@@ -32,7 +32,69 @@ type Stream struct {
 	rejected atomic.Bool
 	onReject func(Code) // counts failure replies, server side
 	sess     *Session   // the client session of a client's stream
+	// detached, on the server, ends the stream's service when an endpoint
+	// that read it inline is done; inline reports that it was called.
+	detached func()
+	inline   atomic.Bool
 	released sync.Once
+}
+
+// ReadInline hands the reading of the stream to its session, so that a
+// stream waiting for its peer costs no goroutine: f gets the data as it
+// arrives, in order, and end is called once when the peer half-closes
+// (io.EOF), resets (ErrStreamReset) or the session ends (net.ErrClosed).
+// end is not called after the endpoint itself reset the stream, though it
+// may still be if the peer ended it at the same moment.
+//
+// On the server, f and end run in the session's read loop (what arrived
+// before the call is passed on by the call itself): they must return
+// quickly, never wait on the network, and not read the stream; f's slice is
+// valid only during the call. On a client a goroutine of the stream reads.
+//
+// An endpoint calls ReadInline after Accept and may then return from
+// ServeStream: the stream stays open, and the endpoint calls done, once,
+// when it has finished with the stream, which the server takes as the
+// endpoint's return (FIN, then a reset unless the peer half-closes within
+// the stream close timeout).
+func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(), err error) {
+	if !s.replied.Load() || s.rejected.Load() {
+		return nil, errors.New("channel: ReadInline before Accept")
+	}
+	if len(s.pre) > 0 {
+		pre := s.pre
+		s.pre = nil
+		f(pre)
+	}
+	if ir, ok := s.sc.(interface {
+		readInline(func([]byte), func(error))
+	}); ok {
+		ir.readInline(f, end)
+	} else {
+		go func() { // owned by the stream: it ends with the stream's reads
+			buf := make([]byte, 16<<10)
+			for {
+				n, err := s.sc.Read(buf)
+				if n > 0 {
+					f(buf[:n])
+				}
+				if err != nil {
+					end(err)
+					return
+				}
+			}
+		}()
+	}
+	s.inline.Store(true)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if s.detached != nil {
+				s.detached()
+			} else {
+				s.Close()
+			}
+		})
+	}, nil
 }
 
 // streamConn is what a Stream runs on: a stream of the server's own
