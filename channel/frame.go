@@ -40,3 +40,50 @@ func AppendFrame(dst, p []byte) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p)))
 	return append(dst, p...)
 }
+
+// FrameParser cuts length-prefixed frames out of data that arrives in
+// pieces, as Stream.ReadInline passes it on. Its zero value is not usable:
+// set Max.
+type FrameParser struct {
+	// Max is the largest frame accepted.
+	Max int
+
+	hdr    [FrameHeaderSize]byte
+	nhdr   int
+	body   []byte
+	inBody bool
+}
+
+// Feed parses p, calling frame for each whole frame, which it may keep. It
+// returns ErrFrameTooLarge at a length prefix over Max; the parser is then
+// spent.
+func (fp *FrameParser) Feed(p []byte, frame func([]byte)) error {
+	for len(p) > 0 {
+		if !fp.inBody {
+			k := copy(fp.hdr[fp.nhdr:], p)
+			fp.nhdr += k
+			p = p[k:]
+			if fp.nhdr < FrameHeaderSize {
+				return nil
+			}
+			fp.nhdr = 0
+			n := binary.BigEndian.Uint32(fp.hdr[:])
+			if uint64(n) > uint64(fp.Max) {
+				return fmt.Errorf("%w: %d bytes, the limit is %d", ErrFrameTooLarge, n, fp.Max)
+			}
+			fp.body, fp.inBody = make([]byte, 0, n), true
+		}
+		k := min(len(p), cap(fp.body)-len(fp.body))
+		fp.body = append(fp.body, p[:k]...)
+		p = p[k:]
+		if len(fp.body) == cap(fp.body) {
+			frame(fp.body)
+			fp.body, fp.inBody = nil, false
+		}
+	}
+	return nil
+}
+
+// Partial reports whether a frame has begun and not ended: a stream that
+// ends now ends inside a frame.
+func (fp *FrameParser) Partial() bool { return fp.inBody || fp.nhdr > 0 }

@@ -135,6 +135,60 @@ func FuzzFrame(f *testing.F) {
 	})
 }
 
+// FuzzFrameParser feeds FrameParser the input in chunks and checks it cuts
+// the same frames as ReadFrame, refuses the same one, and knows when the
+// input ends inside a frame.
+func FuzzFrameParser(f *testing.F) {
+	f.Add(AppendFrame(AppendFrame(nil, []byte("hello")), nil), []byte{1, 2}, uint16(16))
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0}, []byte{3}, uint16(0))
+	f.Add([]byte{0, 0, 0, 9, 1}, []byte{0}, uint16(8))
+	f.Fuzz(func(t *testing.T, data, sizes []byte, max uint16) {
+		var want [][]byte
+		r := bytes.NewReader(data)
+		var wantErr error
+		for {
+			frame, err := ReadFrame(r, int(max))
+			if err != nil {
+				wantErr = err
+				break
+			}
+			want = append(want, frame)
+		}
+		fp := FrameParser{Max: int(max)}
+		var got [][]byte
+		var err error
+		c := &chunkReader{data: data, sizes: sizes}
+		buf := make([]byte, 300)
+		for err == nil {
+			n, rerr := c.Read(buf)
+			if rerr != nil {
+				break
+			}
+			chunk := buf[:n]
+			err = fp.Feed(chunk, func(b []byte) { got = append(got, b) })
+			clear(chunk) // the parser must not keep the caller's bytes
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d frames, ReadFrame %d", len(got), len(want))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("frame %d differs", i)
+			}
+		}
+		switch {
+		case errors.Is(wantErr, ErrFrameTooLarge):
+			if !errors.Is(err, ErrFrameTooLarge) {
+				t.Fatalf("parser: %v, want too large", err)
+			}
+		case err != nil:
+			t.Fatalf("parser: %v, ReadFrame: %v", err, wantErr)
+		case errors.Is(wantErr, io.ErrUnexpectedEOF) != fp.Partial():
+			t.Fatalf("Partial %v, ReadFrame ended with %v", fp.Partial(), wantErr)
+		}
+	})
+}
+
 // FuzzYamuxScan feeds the inbound frame scanner arbitrary bytes in chunks, as
 // wsConn.Read does, and checks it finds the same frames as a plain parse and
 // refuses exactly the frames the protocol forbids.
