@@ -102,8 +102,9 @@ type echoReply struct {
 }
 
 // ServeStream implements channel.Endpoint. It reads the member's frames in
-// this goroutine and writes the namespace's frames to it from a second
-// goroutine that it starts and waits for.
+// this goroutine; the namespace's frames are written to the member by a
+// writer goroutine that runs only while some are queued, and that
+// ServeStream waits for before it returns.
 func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.Request) {
 	ns := req.Header.Namespace
 	m := newMember(s, e.cfg.QueueBytes, &e.count)
@@ -123,12 +124,7 @@ func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.
 		unsubscribe()
 		return
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.writeLoop()
-	}()
+	m.start()
 
 	for {
 		frame, err := channel.ReadFrame(s, e.cfg.MaxFrame)
@@ -156,25 +152,34 @@ func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.
 			m.setState(memberGone)
 			m.s.SetWriteDeadline(time.Unix(1, 0))
 		}
-		wg.Wait()
+		m.writer.Wait()
 		return
 	}
 }
 
 // member is one echo stream: a bounded queue filled by publishers and
-// drained by its own writer goroutine.
+// drained by a writer goroutine. The writer runs only while there is work:
+// the publisher that queues into an idle member starts it, and it stops
+// once the queue is empty, so an idle member costs no goroutine stack.
+//
+// Invariant, under mu: while the member is open and started, a non-empty
+// queue has a running writer. At most one writer runs at a time, which
+// keeps the member's frames in the order they were queued.
 type member struct {
 	s     *channel.Stream
 	limit int
 	count *echoCounters
 
-	mu       sync.Mutex
-	queue    [][]byte
-	queued   int // bytes in queue, prefixes included
-	state    memberState
-	wake     chan struct{}
-	spare    [][]byte // a drained queue kept for reuse; only the writer sets it
-	writeBuf []byte
+	mu      sync.Mutex
+	queue   [][]byte
+	queued  int // bytes in queue, prefixes included
+	state   memberState
+	started bool     // the stream was accepted: writing may begin
+	running bool     // a writer goroutine is running
+	spare   [][]byte // a drained queue kept for reuse; only the writer sets it
+	// writer counts the running writer (0 or 1). ServeStream waits on it
+	// after the member reached a final state, when no new writer can start.
+	writer sync.WaitGroup
 }
 
 type memberState int
@@ -187,12 +192,11 @@ const (
 )
 
 func newMember(s *channel.Stream, limit int, count *echoCounters) *member {
-	return &member{s: s, limit: limit, count: count, wake: make(chan struct{}, 1)}
+	return &member{s: s, limit: limit, count: count}
 }
 
 // Deliver implements Subscriber. It never blocks: on overflow the member is
-// marked for reset and its writer is woken, and a write it is blocked in is
-// cut short.
+// marked for reset, and a write its writer is blocked in is cut short.
 func (m *member) Deliver(frame []byte) {
 	m.mu.Lock()
 	if m.state != memberOpen {
@@ -204,22 +208,39 @@ func (m *member) Deliver(frame []byte) {
 		m.count.dropped.Add(1)
 		m.state = memberAborted
 		m.queue, m.queued = nil, 0
+		m.kickLocked() // Reset may block: the writer does it, not the publisher
 		m.mu.Unlock()
 		m.s.SetWriteDeadline(time.Unix(1, 0)) // never blocks
-		m.signal()
 		return
 	}
 	m.queue = append(m.queue, frame)
 	m.queued += size
+	m.kickLocked()
 	m.mu.Unlock()
-	m.signal()
 }
 
-func (m *member) signal() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
+// start lets the writer run once the stream is accepted: nothing may be
+// written before the reply. Frames queued meanwhile are written now.
+func (m *member) start() {
+	m.mu.Lock()
+	m.started = true
+	if len(m.queue) > 0 || m.state != memberOpen {
+		m.kickLocked()
 	}
+	m.mu.Unlock()
+}
+
+// kickLocked starts the writer unless one is running or the stream is not
+// yet accepted. m.mu must be held: the check and the start are one step
+// with the writer's decision to stop, so no queued frame is left without a
+// writer.
+func (m *member) kickLocked() {
+	if m.running || !m.started {
+		return
+	}
+	m.running = true
+	m.writer.Add(1)
+	go m.writeLoop()
 }
 
 func (m *member) finish() { m.setState(memberFinishing) }
@@ -229,29 +250,24 @@ func (m *member) abort() {
 	m.s.SetWriteDeadline(time.Unix(1, 0))
 }
 
+// setState moves the member towards its end, never back, and starts a
+// writer if none runs, to carry the final step out (FIN, RST).
 func (m *member) setState(st memberState) {
 	m.mu.Lock()
 	if m.state < st {
 		m.state = st
 	}
+	m.kickLocked()
 	m.mu.Unlock()
-	m.signal()
 }
 
 // writeLoop writes queued frames, batched into one stream write, until the
+// queue is empty (it stops, and the next frame starts a new writer) or the
 // member finishes (FIN after the queue), is aborted (RST) or is gone.
 func (m *member) writeLoop() {
+	defer m.writer.Done()
 	for {
-		m.mu.Lock()
-		var batch [][]byte
-		if len(m.queue) > 0 {
-			// Take the queue; the spare slice, owned by no one else,
-			// becomes the new one.
-			batch, m.queue, m.spare = m.queue, m.spare[:0], nil
-			m.queued = 0
-		}
-		state := m.state
-		m.mu.Unlock()
+		batch, size, state := m.take()
 		switch {
 		case state == memberGone:
 			return
@@ -259,37 +275,112 @@ func (m *member) writeLoop() {
 			m.s.Reset()
 			return
 		case len(batch) > 0:
-			if err := m.write(batch); err != nil {
-				m.s.Reset()
+			if err := m.write(batch, size); err != nil {
+				m.fail()
 				return
 			}
 		case state == memberFinishing:
 			m.s.CloseWrite()
 			return
-		default:
-			<-m.wake
+		default: // open and nothing queued: take cleared running
+			return
 		}
 	}
 }
 
-func (m *member) write(batch [][]byte) error {
-	buf := m.writeBuf[:0]
+// take returns the queued frames and their size in bytes. With nothing
+// queued on an open member it marks the writer stopped, under the same lock
+// as the check, so the next Deliver starts a new one.
+func (m *member) take() (batch [][]byte, size int, state memberState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.queue) > 0 {
+		// Take the queue; the spare slice, owned by no one else, becomes
+		// the new one.
+		batch, m.queue, m.spare = m.queue, m.spare[:0], nil
+		size, m.queued = m.queued, 0
+	} else if m.state == memberOpen {
+		m.running = false
+		// An idle member keeps its queue slices for the next burst,
+		// unless a large one would pin memory while nothing flows.
+		if cap(m.queue) > maxIdleQueue {
+			m.queue = nil
+		}
+		if cap(m.spare) > maxIdleQueue {
+			m.spare = nil
+		}
+	}
+	return batch, size, m.state
+}
+
+// maxIdleQueue is the longest queue slice, in frames, an idle member keeps.
+const maxIdleQueue = 64
+
+// fail ends a member whose stream could not be written: nothing more is
+// queued for it, and the stream is reset.
+func (m *member) fail() {
+	m.mu.Lock()
+	if m.state < memberGone {
+		m.state = memberGone
+	}
+	m.queue, m.queued = nil, 0
+	m.mu.Unlock()
+	m.s.Reset()
+}
+
+// write writes batch, size bytes once framed, in one stream write, from a
+// pooled buffer: members share a few buffers instead of each growing and
+// keeping its own.
+func (m *member) write(batch [][]byte, size int) error {
+	bp := getBatchBuf(size)
+	buf := (*bp)[:0]
 	for _, f := range batch {
 		buf = channel.AppendFrame(buf, f)
 	}
+	frames := len(batch)
 	clear(batch)
 	m.mu.Lock()
 	m.spare = batch
 	m.mu.Unlock()
 	_, err := m.s.Write(buf)
 	if err == nil {
-		m.count.framesOut.Add(int64(len(batch)))
-		m.count.bytesOut.Add(int64(len(buf) - channel.FrameHeaderSize*len(batch)))
+		m.count.framesOut.Add(int64(frames))
+		m.count.bytesOut.Add(int64(len(buf) - channel.FrameHeaderSize*frames))
 	}
-	if cap(buf) <= 64<<10 {
-		m.writeBuf = buf[:0]
-	} else {
-		m.writeBuf = nil // do not keep a large buffer for an idle member
-	}
+	putBatchBuf(bp, buf)
 	return err
+}
+
+// Batch buffers. A stream write has returned once the stream has copied or
+// sent the bytes, so the buffer can be reused right after it.
+var batchPool sync.Pool // of *[]byte
+
+const (
+	// minBatchBuf is the least a new buffer holds, so that batches of small
+	// frames growing a little do not allocate again.
+	minBatchBuf = 4 << 10
+	// maxPooledBatch bounds the buffers put back: one large batch is left
+	// to the garbage collector rather than pinned in the pool. It holds a
+	// frame of the default maximum size with room to spare.
+	maxPooledBatch = 2 * DefaultEchoMaxFrame
+)
+
+// getBatchBuf returns an empty buffer with room for size bytes.
+func getBatchBuf(size int) *[]byte {
+	if bp, ok := batchPool.Get().(*[]byte); ok {
+		if cap(*bp) >= size {
+			return bp
+		}
+		putBatchBuf(bp, *bp) // too small for this batch; another may fit
+	}
+	b := make([]byte, 0, max(size, minBatchBuf))
+	return &b
+}
+
+func putBatchBuf(bp *[]byte, buf []byte) {
+	if cap(buf) > maxPooledBatch {
+		return
+	}
+	*bp = buf[:0]
+	batchPool.Put(bp)
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -339,4 +341,83 @@ func TestEchoCaps(t *testing.T) {
 	s.Close()
 	waitStats(t, ts, endpoints.BrokerStats{})
 	sctest.EchoRoundTrip(t, sctest.Dial(t, ts.URL))
+}
+
+// echoWriters counts the echo writer goroutines running in this process.
+func echoWriters() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "endpoints.(*member).writeLoop(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func waitWriters(t testing.TB, want int) {
+	t.Helper()
+	sctest.WaitFor(t, 5*time.Second, func() error {
+		if got := echoWriters(); got != want {
+			return fmt.Errorf("%d echo writer goroutines, want %d", got, want)
+		}
+		return nil
+	})
+}
+
+// An idle member holds no writer goroutine: members that joined and got a
+// frame have none once it is written.
+func TestEchoIdleMembersHaveNoWriter(t *testing.T) {
+	const n = 20
+	ts := sctest.NewServer(t, sctest.Options{})
+	var members []*channel.Echo
+	for i := 0; i < n; i++ {
+		members = append(members, join(t, sctest.Dial(t, ts.URL), "idle"))
+	}
+	waitStats(t, ts, endpoints.BrokerStats{Namespaces: 1, Members: n})
+	waitWriters(t, 0)
+	if err := members[0].Send([]byte("wake")); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if f := recvN(t, m, 1); string(f[0]) != "wake" {
+			t.Fatalf("%q", f[0])
+		}
+	}
+	waitWriters(t, 0)
+}
+
+// A member's writer runs while frames wait for it, blocked on the member's
+// full stream window, and stops once they are written; a FIN meanwhile
+// still gets every queued frame, in order, before the EOF.
+func TestEchoWriterRunsOnlyWhileQueued(t *testing.T) {
+	ts := sctest.NewServer(t, sctest.Options{})
+	writer := join(t, sctest.Dial(t, ts.URL), "stuck")
+	stuck := join(t, sctest.Dial(t, ts.URL), "stuck")
+	waitStats(t, ts, endpoints.BrokerStats{Namespaces: 1, Members: 2})
+	waitWriters(t, 0)
+
+	// 800 KiB: past the stuck member's stream window (256 KiB), within its
+	// queue (1 MiB).
+	const frames, size = 100, 8 << 10
+	for i := 0; i < frames; i++ {
+		if err := writer.Send(bytes.Repeat([]byte{byte(i)}, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvN(t, writer, frames) // the writer's own copies: its writer stops
+	waitWriters(t, 1)        // the stuck member's, blocked in a write
+
+	stuck.Close()
+	for i := 0; i < frames; i++ {
+		f, err := stuck.Recv()
+		if err != nil || len(f) != size || f[0] != byte(i) {
+			t.Fatalf("frame %d: %d bytes, %v", i, len(f), err)
+		}
+	}
+	if _, err := stuck.Recv(); err != io.EOF {
+		t.Fatalf("after the queued frames: %v, want EOF", err)
+	}
+	waitWriters(t, 0)
+	waitStats(t, ts, endpoints.BrokerStats{Namespaces: 1, Members: 1})
 }
