@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -217,6 +218,7 @@ func TestBadFlags(t *testing.T) {
 		{"serve", "-log-format", "xml"},
 		{"serve", "-relay-max-lifetime", "1500ms"},
 		{"serve", "-relay-pair-timeout", "0"},
+		{"serve", "-pprof-listen", "no-port"},
 		{"serve", "-nope"},
 		{"serve", "extra"},
 		{"frobnicate"},
@@ -295,4 +297,71 @@ func TestTokensEndToEnd(t *testing.T) {
 	if err := run(context.Background(), []string{"token", "-sub", "x"}, io.Discard, io.Discard, nil); err == nil {
 		t.Fatal("token without a key file succeeded")
 	}
+}
+
+// TestPprofListen: with -pprof-listen, the profiling handlers answer on
+// that address, and never on the public listener.
+func TestPprofListen(t *testing.T) {
+	addr, _, logs := startServer(t, "-pprof-listen", "127.0.0.1:0")
+	pprofAddr := loggedAddr(t, logs.String(), "pprof listening")
+	if pprofAddr == addr {
+		t.Fatalf("pprof on the public address %s", addr)
+	}
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+		if code, body := get(t, "http://"+pprofAddr+path); code != 200 || body == "" {
+			t.Errorf("pprof %s: %d, %d bytes", path, code, len(body))
+		}
+	}
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine", "/debug/pprof/cmdline"} {
+		if code, _ := get(t, "http://"+addr+path); code != http.StatusNotFound {
+			t.Errorf("public listener %s: %d, want 404", path, code)
+		}
+	}
+}
+
+func TestPprofListenMustDifferFromAddr(t *testing.T) {
+	if err := validatePprofListen("127.0.0.1:6060", "127.0.0.1:6060"); err == nil {
+		t.Fatal("-pprof-listen equal to -addr was taken")
+	}
+	if err := validatePprofListen("127.0.0.1:6060", ":8080"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Without -pprof-listen nothing is profiled, here or elsewhere.
+func TestPprofOffByDefault(t *testing.T) {
+	addr, _, logs := startServer(t)
+	if strings.Contains(logs.String(), "pprof listening") {
+		t.Fatalf("pprof started without -pprof-listen:\n%s", logs)
+	}
+	if code, _ := get(t, "http://"+addr+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("public listener /debug/pprof/: %d, want 404", code)
+	}
+}
+
+// loggedAddr returns the addr attribute of the JSON log line with msg.
+func loggedAddr(t *testing.T, logs, msg string) string {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg && rec.Addr != "" {
+			return rec.Addr
+		}
+	}
+	t.Fatalf("no %q log line with an addr:\n%s", msg, logs)
+	return ""
+}
+
+func get(t *testing.T, url string) (code int, body string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }

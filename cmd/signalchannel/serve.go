@@ -34,6 +34,7 @@ type options struct {
 	secretFile      string
 	publicKeyFile   string
 	leeway          time.Duration
+	pprofListen     string
 
 	channel channel.Config
 	echo    endpoints.EchoConfig
@@ -55,6 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.publicKeyFile, "auth-public-key-file", "", "require EdDSA tokens verified with this Ed25519 public key (PEM)")
 	fs.DurationVar(&o.leeway, "auth-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp, nbf and iat")
 	fs.BoolVar(&o.demo, "demo", false, "serve the WebRTC demo page and the JavaScript client under /demo/")
+	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof under /debug/pprof/ on this separate address HOST:PORT, never on -addr (empty: off)")
 
 	c := &o.channel
 	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "streams one session may have open at once")
@@ -171,6 +173,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := n.validate(e.MaxFrame); err != nil {
 		return nil, err
 	}
+	if err := validatePprofListen(o.pprofListen, o.addr); err != nil {
+		return nil, err
+	}
 	if o.secretFile != "" || o.publicKeyFile != "" {
 		ac := auth.Config{Leeway: o.leeway}
 		if o.leeway == 0 {
@@ -192,6 +197,22 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	return o, errors.Join(c.Validate(), r.Validate(), sb.Validate())
+}
+
+// validatePprofListen checks -pprof-listen, when set, is an address of its
+// own: profiles are never served on the public listener.
+func validatePprofListen(pprofAddr, addr string) error {
+	if pprofAddr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(pprofAddr)
+	if err != nil {
+		return fmt.Errorf("-pprof-listen %q: want HOST:PORT: %v", pprofAddr, err)
+	}
+	if pprofAddr == addr && port != "0" { // port 0 picks a free port each time
+		return fmt.Errorf("-pprof-listen %q must differ from -addr", pprofAddr)
+	}
+	return nil
 }
 
 func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
@@ -280,6 +301,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 
 	if o.demo {
 		mux.Handle(webrtc.Prefix, webrtc.Handler())
+	}
+
+	if o.pprofListen != "" {
+		stopPprof, err := startPprof(o.pprofListen, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof() // after the drain and shutdown, so they can be profiled
 	}
 
 	ln, err := net.Listen("tcp", o.addr)
