@@ -101,10 +101,12 @@ type echoReply struct {
 	MaxFrame int `json:"maxFrame"`
 }
 
-// ServeStream implements channel.Endpoint. It reads the member's frames in
-// this goroutine; the namespace's frames are written to the member by a
-// writer goroutine that runs only while some are queued, and that
-// ServeStream waits for before it returns.
+// ServeStream implements channel.Endpoint. The member's frames are read
+// inline by the session (channel.Stream.ReadInline) and published as they
+// arrive; the namespace's frames are written to the member by a writer
+// goroutine that runs only while some are queued. So an idle member holds
+// no goroutine: ServeStream returns once the member has joined, and the
+// member's last writer ends the stream's service.
 func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.Request) {
 	ns := req.Header.Namespace
 	m := newMember(s, e.cfg.QueueBytes, &e.count)
@@ -124,36 +126,78 @@ func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.
 		unsubscribe()
 		return
 	}
+	m.leave = sync.OnceFunc(unsubscribe)
 	m.start()
-
-	for {
-		frame, err := channel.ReadFrame(s, e.cfg.MaxFrame)
-		if err == nil {
-			e.count.framesIn.Add(1)
-			e.count.bytesIn.Add(int64(len(frame)))
-			if perr := e.broker.Publish(ns, frame); perr != nil {
-				e.cfg.Logger.Error("echo publish", "session", req.SessionID, "err", perr)
-				err = perr
-			} else {
-				continue
-			}
-		}
-		unsubscribe()
-		switch {
-		case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
-			// FIN (a frame cut short by it is dropped): deliver what is
-			// queued, then half-close.
-			m.finish()
-		case errors.Is(err, channel.ErrFrameTooLarge):
-			e.cfg.Logger.Debug("echo frame too large", "session", req.SessionID, "err", err)
-			m.abort()
-		default:
-			// Reset by the client or the session ended: nothing to tell it.
-			m.setState(memberGone)
-			m.s.SetWriteDeadline(time.Unix(1, 0))
-		}
+	in := &memberInput{e: e, m: m, ns: ns, session: req.SessionID,
+		parser: channel.FrameParser{Max: e.cfg.MaxFrame}}
+	done, err := s.ReadInline(in.data, in.end)
+	if err != nil { // the stream was accepted: not reached
+		in.stop(memberGone)
 		m.writer.Wait()
 		return
+	}
+	m.setDone(done)
+}
+
+// memberInput is the reading side of a member: it runs in the session's
+// read loop, one call at a time, and never blocks.
+type memberInput struct {
+	e       *Echo
+	m       *member
+	ns      string
+	session string
+	parser  channel.FrameParser
+	stopped bool
+}
+
+// data publishes the frames completed by p.
+func (in *memberInput) data(p []byte) {
+	if in.stopped {
+		return
+	}
+	err := in.parser.Feed(p, func(frame []byte) {
+		if in.stopped {
+			return
+		}
+		in.e.count.framesIn.Add(1)
+		in.e.count.bytesIn.Add(int64(len(frame)))
+		if perr := in.e.broker.Publish(in.ns, frame); perr != nil {
+			in.e.cfg.Logger.Error("echo publish", "session", in.session, "err", perr)
+			in.stop(memberGone)
+		}
+	})
+	if err != nil {
+		in.e.cfg.Logger.Debug("echo frame too large", "session", in.session, "err", err)
+		in.stop(memberAborted)
+	}
+}
+
+// end takes the end of the member's input: a FIN (a frame cut short by it
+// is dropped) delivers what is queued, then half-closes; after a reset or
+// the session's end there is nothing to tell the client.
+func (in *memberInput) end(err error) {
+	if in.stopped {
+		return
+	}
+	if err == io.EOF {
+		in.stop(memberFinishing)
+		return
+	}
+	in.stop(memberGone)
+}
+
+// stop leaves the namespace and moves the member to its final state.
+func (in *memberInput) stop(st memberState) {
+	in.stopped = true
+	in.m.leave()
+	switch st {
+	case memberFinishing:
+		in.m.finish()
+	case memberAborted:
+		in.m.abort()
+	default:
+		in.m.setState(memberGone)
+		in.m.s.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -177,6 +221,9 @@ type member struct {
 	started bool     // the stream was accepted: writing may begin
 	running bool     // a writer goroutine is running
 	spare   [][]byte // a drained queue kept for reuse; only the writer sets it
+	leave   func()   // leaves the namespace; idempotent
+	done    func()   // ends the stream's service (ReadInline)
+	over    bool     // the last writer has run
 	// writer counts the running writer (0 or 1). ServeStream waits on it
 	// after the member reached a final state, when no new writer can start.
 	writer sync.WaitGroup
@@ -192,7 +239,7 @@ const (
 )
 
 func newMember(s *channel.Stream, limit int, count *echoCounters) *member {
-	return &member{s: s, limit: limit, count: count}
+	return &member{s: s, limit: limit, count: count, leave: func() {}}
 }
 
 // Deliver implements Subscriber. It never blocks: on overflow the member is
@@ -265,7 +312,13 @@ func (m *member) setState(st memberState) {
 // queue is empty (it stops, and the next frame starts a new writer) or the
 // member finishes (FIN after the queue), is aborted (RST) or is gone.
 func (m *member) writeLoop() {
-	defer m.writer.Done()
+	final := true // the member's last writer ends the stream's service
+	defer func() {
+		m.writer.Done()
+		if final {
+			m.ended()
+		}
+	}()
 	for {
 		batch, size, state := m.take()
 		switch {
@@ -283,8 +336,34 @@ func (m *member) writeLoop() {
 			m.s.CloseWrite()
 			return
 		default: // open and nothing queued: take cleared running
+			final = false
 			return
 		}
+	}
+}
+
+// setDone gives the member the function that ends its stream's service,
+// and calls it if the member has already ended.
+func (m *member) setDone(done func()) {
+	m.mu.Lock()
+	m.done = done
+	over := m.over
+	m.mu.Unlock()
+	if over {
+		done()
+	}
+}
+
+// ended is called by the member's last writer: a member reset by the
+// server (overflow, a failed write) leaves the namespace here.
+func (m *member) ended() {
+	m.leave()
+	m.mu.Lock()
+	m.over = true
+	done := m.done
+	m.mu.Unlock()
+	if done != nil {
+		done()
 	}
 }
 
