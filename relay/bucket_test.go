@@ -6,7 +6,7 @@ import (
 )
 
 func TestBucket(t *testing.T) {
-	b := newBucket(1600, bufSize) // burst 100 bytes
+	b := newBucket(1600, maxBurst) // burst 100 bytes
 	if b.burst != 100 {
 		t.Fatalf("burst %d, want 100", b.burst)
 	}
@@ -30,8 +30,8 @@ func TestBucket(t *testing.T) {
 	for _, c := range []struct {
 		rate  int64
 		burst int
-	}{{1, 1}, {15, 1}, {16 << 20, bufSize}} {
-		if got := newBucket(c.rate, bufSize).burst; got != c.burst {
+	}{{1, 1}, {15, 1}, {16 << 20, maxBurst}} {
+		if got := newBucket(c.rate, maxBurst).burst; got != c.burst {
 			t.Errorf("rate %d: burst %d, want %d", c.rate, got, c.burst)
 		}
 	}

@@ -33,7 +33,7 @@ type Limits struct {
 	// long: both streams are reset and the link ends with ErrIdle.
 	Idle time.Duration
 	// BytesPerSecond paces the copy in each direction (a token bucket with a
-	// burst of 1/16 s, at most one copy buffer).
+	// burst of 1/16 s, at most 32 KiB).
 	BytesPerSecond int64
 }
 

@@ -2,92 +2,111 @@ package relay
 
 import (
 	"io"
-	"sync"
 	"time"
 )
 
-// bufSize is the copy buffer: an eighth of a yamux stream window (256 KiB),
-// so a writer keeps several chunks in flight without holding much memory
-// per idle pair.
-const bufSize = 32 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+// maxBurst caps the pacing burst. It is the copy buffer's size from before
+// burst buffers, so that pacing sends as it did.
+const maxBurst = 32 << 10
 
 // copy moves bytes from src to dst until EOF, which it passes on as
 // CloseWrite, or until the link ends. Errors end the link; copy returns
 // nothing. It enforces the byte cap and paces to BytesPerSecond.
 func (l *Link) copy(src, dst Stream, d *direction) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	// A paced direction reads at most its burst at a time and spends most
+	// of its time waiting for tokens: it keeps to the small buffer rather
+	// than hold a big one it would barely fill.
+	r := newBurstReader(src, d, l.lim.BytesPerSecond == 0)
+	defer r.close()
 
-	var pace *bucket
-	var timer *time.Timer
-	if r := l.lim.BytesPerSecond; r > 0 {
-		pace = newBucket(r, len(buf))
-		buf = buf[:pace.burst]
-		defer func() {
-			if timer != nil {
-				timer.Stop()
-			}
-		}()
+	maxRead := bigBufSize
+	var pace *pacer
+	if rate := l.lim.BytesPerSecond; rate > 0 {
+		pace = &pacer{bucket: newBucket(rate, maxBurst)}
+		defer pace.stop()
+		maxRead = pace.burst
 	}
-	limit := l.lim.Bytes
-
 	for {
-		p := buf
-		if limit > 0 {
-			// Read at most one byte past the cap: exactly limit bytes and
-			// then EOF is a clean end, one more is over.
-			if left := limit - d.n.Load() + 1; left < int64(len(p)) {
-				p = p[:left]
-			}
-		}
-		n, err := src.Read(p)
-		if n > 0 {
-			l.touch()
-			over := limit > 0 && d.n.Load()+int64(n) > limit
-			if over {
-				n = int(limit - d.n.Load())
-			}
-			if n > 0 {
-				if pace != nil && !l.wait(pace.take(time.Now(), n), &timer) {
-					return
-				}
-				if _, werr := dst.Write(p[:n]); werr != nil {
-					l.end(resetError(werr))
-					return
-				}
-				d.n.Add(int64(n))
-				if l.total != nil {
-					l.total.Add(int64(n))
-				}
-				l.touch()
-			}
-			if over {
-				l.end(ErrBytesLimit)
-				return
-			}
-		}
-		switch {
-		case err == io.EOF:
-			if isDone(src) && !peerClosed(src) {
-				// The session ended; that is no half-close.
-				l.end(ErrReset)
-				return
-			}
-			if cerr := dst.CloseWrite(); cerr != nil {
-				l.end(resetError(cerr))
-				return
-			}
-			if l.halfClosed.Add(1) == 2 {
-				l.end(nil)
-			}
+		p, err := r.read(l.readSize(d, maxRead))
+		if len(p) > 0 && !l.deliver(dst, d, p, pace) {
 			return
-		case err != nil:
+		}
+		if err != nil {
+			l.readEnded(src, dst, err)
+			return
+		}
+	}
+}
+
+// readSize bounds the next read of d to size and to one byte past the
+// cap, so that exactly Limits.Bytes and then EOF is a clean end and one
+// more is over.
+func (l *Link) readSize(d *direction, size int) int {
+	if l.lim.Bytes == 0 {
+		return size
+	}
+	return int(min(int64(size), l.lim.Bytes-d.n.Load()+1))
+}
+
+// deliver writes p, read for d, to dst, paced, and reports whether the
+// copy goes on. A p that crosses the cap is cut at it and ends the link.
+func (l *Link) deliver(dst Stream, d *direction, p []byte, pace *pacer) bool {
+	l.touch()
+	limit := l.lim.Bytes
+	over := limit > 0 && d.n.Load()+int64(len(p)) > limit
+	if over {
+		p = p[:limit-d.n.Load()]
+	}
+	if len(p) > 0 {
+		if pace != nil && !l.wait(pace.take(time.Now(), len(p)), &pace.timer) {
+			return false
+		}
+		if _, err := dst.Write(p); err != nil {
 			l.end(resetError(err))
+			return false
+		}
+		d.n.Add(int64(len(p)))
+		if l.total != nil {
+			l.total.Add(int64(len(p)))
+		}
+		l.touch()
+	}
+	if over {
+		l.end(ErrBytesLimit)
+		return false
+	}
+	return true
+}
+
+// readEnded handles the error that ended reading src: EOF is passed on to
+// dst as CloseWrite, anything else ends the link.
+func (l *Link) readEnded(src, dst Stream, err error) {
+	switch {
+	case err != io.EOF:
+		l.end(resetError(err))
+	case isDone(src) && !peerClosed(src):
+		// The session ended; that is no half-close.
+		l.end(ErrReset)
+	default:
+		if cerr := dst.CloseWrite(); cerr != nil {
+			l.end(resetError(cerr))
 			return
 		}
+		if l.halfClosed.Add(1) == 2 {
+			l.end(nil)
+		}
+	}
+}
+
+// pacer is a direction's token bucket and the timer it waits with.
+type pacer struct {
+	*bucket
+	timer *time.Timer
+}
+
+func (p *pacer) stop() {
+	if p.timer != nil {
+		p.timer.Stop()
 	}
 }
 

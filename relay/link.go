@@ -42,6 +42,8 @@ type Link struct {
 type direction struct {
 	n       atomic.Int64 // bytes delivered
 	running atomic.Bool  // its Run was called
+	bigHeld atomic.Bool  // its copy holds a big buffer (tests watch it)
+	bursts  atomic.Int64 // big buffers its copy took
 }
 
 // LinkStats are a Link's byte counters.
@@ -81,9 +83,9 @@ func newLink(a, b Stream, lim Limits) *Link {
 // return the same error. It blocks. The copy into self starts only once
 // Run has been called, so anything the caller wrote to self before (its
 // open reply) comes before the partner's bytes. Run clears self's
-// deadlines: the pair's own caps apply instead. It returns ErrNotSide at
-// once, touching nothing, for a stream that is not one of the link's two
-// or whose Run was already called.
+// deadlines and owns them until it returns: the pair's own caps apply
+// instead. It returns ErrNotSide at once, touching nothing, for a stream
+// that is not one of the link's two or whose Run was already called.
 func (l *Link) Run(ctx context.Context, self Stream) error {
 	var (
 		peer           Stream

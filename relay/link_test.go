@@ -113,6 +113,7 @@ func TestResetPropagates(t *testing.T) {
 					t.Errorf("Run %v: %v, want ErrReset", s.key, err)
 				}
 			}
+			expectNoBigBuffers(t, a.getLink(t))
 			if st := p.Stats(); st.Open != 0 {
 				t.Fatalf("pair still open: %+v", st)
 			}
@@ -139,12 +140,21 @@ func TestRunCanceled(t *testing.T) {
 	}
 }
 
+// Caps of every size around the copy's buffers: one not a multiple of
+// any, one a multiple of the big buffer, and the small buffer's size and
+// one less, where a burst would just start.
 func TestBytesLimit(t *testing.T) {
-	const n = 100_000 // not a multiple of the copy buffer
+	for _, n := range []int{100_000, 3 * relay.BigBufSize, relay.SmallBufSize, relay.SmallBufSize - 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) { testBytesLimit(t, n) })
+	}
+}
+
+func testBytesLimit(t *testing.T, n int) {
 	payload := randomBytes(n + 1)
+	lim := relay.Limits{Bytes: int64(n)}
 
 	t.Run("exactly N each way", func(t *testing.T) {
-		p := newPairer(t, relay.Config{Limits: relay.Limits{Bytes: n}})
+		p := newPairer(t, relay.Config{Limits: lim})
 		a, b := openPair(t, p, "bytes")
 		go func() { a.client.Write(payload[:n]); a.client.CloseWrite() }()
 		go func() { b.client.Write(payload[:n]); b.client.CloseWrite() }()
@@ -155,12 +165,13 @@ func TestBytesLimit(t *testing.T) {
 				t.Errorf("Run %v: %v", s.key, err)
 			}
 		}
+		expectNoBigBuffers(t, a.getLink(t))
 	})
 	t.Run("N+1 at once", func(t *testing.T) {
-		p := newPairer(t, relay.Config{Limits: relay.Limits{Bytes: n}})
+		p := newPairer(t, relay.Config{Limits: lim})
 		a, b := openPair(t, p, "bytes")
 		go a.client.Write(payload)
-		if got := expectReset(t, b.client); got > n {
+		if got := expectReset(t, b.client); got > int64(n) {
 			t.Fatalf("%d bytes passed a cap of %d", got, n)
 		}
 		for _, s := range []*side{a, b} {
@@ -168,15 +179,16 @@ func TestBytesLimit(t *testing.T) {
 				t.Errorf("Run %v: %v, want ErrBytesLimit", s.key, err)
 			}
 		}
+		expectNoBigBuffers(t, a.getLink(t))
 	})
 	t.Run("one byte after N", func(t *testing.T) {
-		p := newPairer(t, relay.Config{Limits: relay.Limits{Bytes: n}})
+		p := newPairer(t, relay.Config{Limits: lim})
 		a, b := openPair(t, p, "bytes")
 		a.client.Write(payload[:n])
 		expectRead(t, b.client, string(payload[:n]))
 		l := a.getLink(t)
 		waitFor(t, 10*time.Second, func() error {
-			if st := l.Stats(); st.AToB != n {
+			if st := l.Stats(); st.AToB != int64(n) {
 				return fmt.Errorf("stats: %+v", st)
 			}
 			return nil
@@ -188,7 +200,17 @@ func TestBytesLimit(t *testing.T) {
 				t.Errorf("Run %v: %v, want ErrBytesLimit", s.key, err)
 			}
 		}
+		expectNoBigBuffers(t, l)
 	})
+}
+
+// expectNoBigBuffers checks that l's copies, which have returned, gave
+// back their big buffers.
+func expectNoBigBuffers(t testing.TB, l *relay.Link) {
+	t.Helper()
+	if held, _ := l.BigBuffers(); held != 0 {
+		t.Errorf("%d big buffers not given back", held)
+	}
 }
 
 func TestLifetime(t *testing.T) {
@@ -266,6 +288,10 @@ func TestBandwidth(t *testing.T) {
 		if err := s.runErr(t); err != nil {
 			t.Errorf("Run %v: %v", s.key, err)
 		}
+	}
+	// A paced direction reads its burst at a time into the small buffer.
+	if _, taken := a.getLink(t).BigBuffers(); taken != 0 {
+		t.Errorf("paced copies took %d big buffers", taken)
 	}
 }
 
@@ -376,10 +402,15 @@ func TestLargeTransfer(t *testing.T) {
 		t.Fatalf("SHA-256 differs: sent %x, received %x", sent, got)
 	}
 	t.Logf("1 GiB in %v", time.Since(start))
-	if st := a.getLink(t).Stats(); st.AToB != size {
+	l := a.getLink(t)
+	if st := l.Stats(); st.AToB != size {
 		t.Fatalf("stats: %+v", st)
 	}
+	if _, taken := l.BigBuffers(); taken == 0 {
+		t.Error("a gibibyte went through without a big buffer")
+	}
 	closeBoth(t, a, b)
+	expectNoBigBuffers(t, l)
 }
 
 // NewLink pipes any two streams, without a Pairer.

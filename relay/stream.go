@@ -29,6 +29,9 @@ type Stream interface {
 	// nothing the peer sent, and the pipe delivers it and half-closes the
 	// partner instead of resetting it.
 	Done() <-chan struct{}
+	// SetReadDeadline is as net.Conn's: a Read past the deadline fails
+	// with an error that matches os.ErrDeadlineExceeded, and the stream
+	// stays usable. While it runs, a Link sets its own read deadlines.
 	SetReadDeadline(t time.Time) error
 	SetWriteDeadline(t time.Time) error
 }
