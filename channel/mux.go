@@ -65,9 +65,14 @@ type muxSession struct {
 	pingOut bool // a keepalive ping awaits its answer
 
 	// read loop only
-	msg io.Reader // the message being read, nil between messages
-	hdr [yamuxHeaderSize]byte
+	msg  io.Reader // the message being read, nil between messages
+	hdr  [yamuxHeaderSize]byte
+	body []byte // smallBody bytes for small frame bodies, made on first use
 }
+
+// smallBody is the largest frame body read into the session's scratch
+// buffer and copied into the stream's tail buffer.
+const smallBody = 4 << 10
 
 func newMuxSession(conn muxConn, cfg muxConfig) *muxSession {
 	m := &muxSession{conn: conn, cfg: cfg, streams: make(map[uint32]*muxStream), done: make(chan struct{})}
@@ -236,12 +241,25 @@ func (m *muxSession) data(id uint32, flags uint16, length uint32) error {
 		if !st.spend(length) {
 			return m.violation("yamux stream %d sent past its receive window", id)
 		}
-		buf := getBuf(int(length))
-		if err := m.readFull(buf); err != nil {
-			putBuf(buf)
-			return err
+		if length <= smallBody && m.body == nil {
+			m.body = make([]byte, smallBody)
 		}
-		st.receive(buf)
+		if length <= smallBody {
+			// Copied on: a stream holds its bytes in few buffers however
+			// small the frames they came in.
+			buf := m.body[:length]
+			if err := m.readFull(buf); err != nil {
+				return err
+			}
+			st.receiveCopy(buf)
+		} else {
+			buf := getBuf(int(length))
+			if err := m.readFull(buf); err != nil {
+				putBuf(buf)
+				return err
+			}
+			st.receive(buf, true)
+		}
 	}
 	st.remoteFlags(flags)
 	return nil
@@ -323,19 +341,18 @@ func (m *muxSession) Close() error {
 		return nil
 	}
 	m.closed = true
-	streams := m.streams
-	m.streams = nil
-	for _, st := range streams {
+	// The streams are gone before anyone can see the session closed: an
+	// inline reader starting now, or run ending the cut ones, relies on it.
+	for _, st := range m.streams {
+		st.sessionGone()
 		m.cut = append(m.cut, st)
 	}
+	m.streams = nil
 	if m.ka != nil {
 		m.ka.Stop()
 	}
 	close(m.done)
 	m.mu.Unlock()
-	for _, st := range streams {
-		st.sessionGone()
-	}
 	return m.conn.Close()
 }
 
@@ -484,12 +501,38 @@ func (s *muxStream) spend(n uint32) bool {
 	return true
 }
 
-func (s *muxStream) receive(b []byte) {
+// receiveCopy takes a small body, which it must copy: into the spare room
+// of the last buffer, or a new one.
+func (s *muxStream) receiveCopy(b []byte) {
+	s.mu.Lock()
+	if s.inline != nil && !s.draining || s.reset || s.ended || s.peerFIN.Load() {
+		s.mu.Unlock()
+		s.receive(b, false) // passed on or dropped, never kept
+		return
+	}
+	s.inflight -= uint32(len(b))
+	if n := len(s.recv); n > 0 && cap(s.recv[n-1])-len(s.recv[n-1]) >= len(b) {
+		s.recv[n-1] = append(s.recv[n-1], b...)
+	} else {
+		s.recv = append(s.recv, append(getBuf(minPooledBuf)[:0], b...))
+	}
+	s.buffered += uint32(len(b))
+	s.mu.Unlock()
+	notify(s.readable)
+}
+
+// receive takes a body: it keeps it, passes it to an inline reader or, after
+// FIN, reset or the inline reader's end, drops it. The inline reader gets
+// it only during the call. owned says b is a pooled buffer to keep or give
+// back; if not, receive must not keep it.
+func (s *muxStream) receive(b []byte, owned bool) {
 	s.mu.Lock()
 	s.inflight -= uint32(len(b))
-	if s.reset || s.peerFIN.Load() {
+	if s.reset || s.ended || s.peerFIN.Load() {
 		s.mu.Unlock()
-		putBuf(b) // after FIN or reset, data has nowhere to go
+		if owned {
+			putBuf(b) // data has nowhere to go
+		}
 		return
 	}
 	if s.inline != nil && !s.draining {
@@ -498,7 +541,9 @@ func (s *muxStream) receive(b []byte) {
 		delta := s.windowDelta()
 		s.mu.Unlock()
 		f(b)
-		putBuf(b)
+		if owned {
+			putBuf(b)
+		}
 		if delta > 0 {
 			s.m.writeControl(typeWindowUpdate, 0, s.id, delta, s)
 		}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -613,5 +614,115 @@ func TestMuxReadInlineAfterFIN(t *testing.T) {
 	s.readInline(func(p []byte) { got = append(got, p...) }, func(err error) { ends = append(ends, err) })
 	if string(got) != "end" || len(ends) != 1 || ends[0] != io.EOF {
 		t.Fatalf("got %q, ends %v", got, ends)
+	}
+}
+
+// TestMuxReadInlineAfterClose: a Close from another goroutine (shutdown,
+// token expiry, keepalive) never loses an inline reader's end, whether the
+// reader starts before or after the read loop has ended.
+func TestMuxReadInlineAfterClose(t *testing.T) {
+	const n = 20000
+	h := startMux(t, muxConfig{})
+	go func() {
+		for i := range n {
+			h.send(frameOf(typeWindowUpdate, flagSYN, uint32(2*i+1), 0, nil))
+		}
+	}()
+	streams := make([]*muxStream, 0, n)
+	for len(streams) < n {
+		streams = append(streams, <-h.streams)
+	}
+	var ends atomic.Int64
+	for _, s := range streams[:n/4] { // before the close
+		s.readInline(func([]byte) {}, func(error) { ends.Add(1) })
+	}
+	go h.m.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !h.m.isClosed() {
+		if time.Now().After(deadline) {
+			t.Fatal("not closed")
+		}
+		runtime.Gosched()
+	}
+	// The read loop ends while Close may still be at work on the streams;
+	// readers start after it, the last opened first.
+	h.send(frameOf(typePing, flagSYN, 0, 1, nil))
+	h.waitEnd()
+	for i := n - 1; i >= n/4; i-- {
+		streams[i].readInline(func([]byte) {}, func(error) { ends.Add(1) })
+	}
+	if got := ends.Load(); got != n {
+		t.Fatalf("end called for %d of %d inline streams", got, n)
+	}
+}
+
+// TestMuxInlineNoDataAfterEnd: a body the read loop was in the middle of
+// when the session closed does not reach an inline reader after its end.
+func TestMuxInlineNoDataAfterEnd(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	body := make([]byte, 100)
+	f := frameOf(typeData, 0, 1, uint32(len(body)), body)
+	h.send(f[:50]) // the header and part of the body
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		reading := s.inflight > 0
+		s.mu.Unlock()
+		if reading {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the read loop did not start the body")
+		}
+		<-time.After(time.Millisecond)
+	}
+	h.m.Close()
+	var ended atomic.Bool
+	var after atomic.Int64
+	s.readInline(func(p []byte) {
+		if ended.Load() {
+			after.Add(int64(len(p)))
+		}
+	}, func(error) { ended.Store(true) })
+	h.send(f[50:], frameOf(typePing, flagSYN, 0, 1, nil))
+	h.waitEnd()
+	if !ended.Load() || after.Load() > 0 {
+		t.Fatalf("ended %v, %d bytes passed on after end", ended.Load(), after.Load())
+	}
+}
+
+// TestMuxTinyFramesShareBuffers: a window's worth of one-byte frames is
+// held in buffers of 8 KiB, not a buffer per frame.
+func TestMuxTinyFramesShareBuffers(t *testing.T) {
+	h := startMux(t, muxConfig{})
+	s := h.open(1)
+	const per = 4096 // frames per message
+	for sent := 0; sent < streamWindow; sent += per {
+		var msg []byte
+		for range per {
+			msg = append(msg, frameOf(typeData, 0, 1, 1, []byte{'x'})...)
+		}
+		h.send(msg)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		buffered, chunks := s.buffered, len(s.recv)
+		s.mu.Unlock()
+		if buffered == streamWindow {
+			if max := streamWindow/minPooledBuf + 1; chunks > max {
+				t.Fatalf("%d buffers hold %d bytes, want at most %d", chunks, buffered, max)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes buffered", buffered)
+		}
+		<-time.After(time.Millisecond)
+	}
+	got, err := io.ReadAll(io.LimitReader(s, streamWindow))
+	if err != nil || len(got) != streamWindow || bytes.Count(got, []byte{'x'}) != streamWindow {
+		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 }

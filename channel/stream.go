@@ -43,8 +43,9 @@ type Stream struct {
 // stream waiting for its peer costs no goroutine: f gets the data as it
 // arrives, in order, and end is called once when the peer half-closes
 // (io.EOF), resets (ErrStreamReset) or the session ends (net.ErrClosed).
-// end is not called after the endpoint itself reset the stream, though it
-// may still be if the peer ended it at the same moment.
+// After the endpoint itself resets the stream, end may or may not be called
+// (with ErrStreamReset): an endpoint that resets must clean up by itself,
+// and its end must be idempotent.
 //
 // On the server, f and end run in the session's read loop (what arrived
 // before the call is passed on by the call itself): they must return
