@@ -65,14 +65,16 @@ type muxSession struct {
 	pingOut bool // a keepalive ping awaits its answer
 
 	// read loop only
-	msg  io.Reader // the message being read, nil between messages
-	hdr  [yamuxHeaderSize]byte
-	body []byte // smallBody bytes for small frame bodies, made on first use
+	msg io.Reader // the message being read, nil between messages
+	hdr [yamuxHeaderSize]byte
 }
 
-// smallBody is the largest frame body read into the session's scratch
-// buffer and copied into the stream's tail buffer.
+// smallBody is the largest frame body read into a scratch buffer and copied
+// into the stream's tail buffer. Scratch buffers are shared by all sessions:
+// an idle session holds none.
 const smallBody = 4 << 10
+
+var smallBodies = sync.Pool{New: func() any { return new([smallBody]byte) }}
 
 func newMuxSession(conn muxConn, cfg muxConfig) *muxSession {
 	m := &muxSession{conn: conn, cfg: cfg, streams: make(map[uint32]*muxStream), done: make(chan struct{})}
@@ -241,17 +243,19 @@ func (m *muxSession) data(id uint32, flags uint16, length uint32) error {
 		if !st.spend(length) {
 			return m.violation("yamux stream %d sent past its receive window", id)
 		}
-		if length <= smallBody && m.body == nil {
-			m.body = make([]byte, smallBody)
-		}
 		if length <= smallBody {
 			// Copied on: a stream holds its bytes in few buffers however
 			// small the frames they came in.
-			buf := m.body[:length]
-			if err := m.readFull(buf); err != nil {
+			bp := smallBodies.Get().(*[smallBody]byte)
+			buf := bp[:length]
+			err := m.readFull(buf)
+			if err == nil {
+				st.receiveCopy(buf)
+			}
+			smallBodies.Put(bp)
+			if err != nil {
 				return err
 			}
-			st.receiveCopy(buf)
 		} else {
 			buf := getBuf(int(length))
 			if err := m.readFull(buf); err != nil {
