@@ -404,15 +404,17 @@ func putHeader(f []byte, typ uint8, flags uint16, id, length uint32) {
 	binary.BigEndian.PutUint32(f[8:12], length)
 }
 
-// Frame buffers come from pools by power-of-two size class from 8 KiB up
-// to one whole frame, so bulk transfers do not allocate per frame and a
-// buffer is at most twice what it holds; smaller ones are allocated.
+// Frame buffers come from pools by power-of-two size class from 64 B up
+// to one whole frame, so neither bulk transfers nor small frames allocate
+// per frame, and a buffer is at most twice what it holds.
 const (
-	minPooledBuf = 8 << 10
+	minPooledBuf = 64
 	maxPooledBuf = 512 << 10 // the class holding a 256 KiB frame and its header
+	// tailBuf is the buffer small bodies are copied into (receiveCopy).
+	tailBuf = 8 << 10
 )
 
-var bufPools [7]sync.Pool // 8, 16, ..., 512 KiB
+var bufPools [14]sync.Pool // 64 B, 128 B, ..., 512 KiB
 
 func bufClass(n int) int {
 	c, size := 0, minPooledBuf
@@ -518,7 +520,7 @@ func (s *muxStream) receiveCopy(b []byte) {
 	if n := len(s.recv); n > 0 && cap(s.recv[n-1])-len(s.recv[n-1]) >= len(b) {
 		s.recv[n-1] = append(s.recv[n-1], b...)
 	} else {
-		s.recv = append(s.recv, append(getBuf(minPooledBuf)[:0], b...))
+		s.recv = append(s.recv, append(getBuf(tailBuf)[:0], b...))
 	}
 	s.buffered += uint32(len(b))
 	s.mu.Unlock()

@@ -711,7 +711,7 @@ func TestMuxTinyFramesShareBuffers(t *testing.T) {
 		buffered, chunks := s.buffered, len(s.recv)
 		s.mu.Unlock()
 		if buffered == streamWindow {
-			if max := streamWindow/minPooledBuf + 1; chunks > max {
+			if max := streamWindow/tailBuf + 1; chunks > max {
 				t.Fatalf("%d buffers hold %d bytes, want at most %d", chunks, buffered, max)
 			}
 			break
