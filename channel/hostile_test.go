@@ -178,6 +178,36 @@ func TestHostileClients(t *testing.T) {
 			ws.WriteMessage(websocket.BinaryMessage, yamuxFrame(0, 9, 0, 1, 0))
 			return readClose(t, ws)
 		}},
+		{name: "even stream id", code: channel.CloseProtocolError, run: func(t *testing.T, url string) (int, string) {
+			ws := rawDial(t, url, nil)
+			ws.WriteMessage(websocket.BinaryMessage, yamuxFrame(0, 1, 1, 2, 0))
+			return readClose(t, ws)
+		}},
+		{name: "stream opened twice", code: channel.CloseProtocolError, run: func(t *testing.T, url string) (int, string) {
+			ws := rawDial(t, url, nil)
+			ws.WriteMessage(websocket.BinaryMessage, rawFrames(yamuxFrame(0, 1, 1, 1, 0), yamuxFrame(0, 1, 1, 1, 0)))
+			return readClose(t, ws)
+		}},
+		{name: "one-byte frames", code: channel.CloseProtocolError, run: func(t *testing.T, url string) (int, string) {
+			// A stream no one reads (a relay waiting for its partner)
+			// gets its whole window in one-byte frames, then one more.
+			ws := rawDial(t, url, nil)
+			header := []byte(`{"endpoint":"relay","namespace":"g","local":"c","remote":"d"}` + "\n")
+			msg := rawFrames(yamuxFrame(0, 1, 1, 1, 0), yamuxFrame(0, 0, 0, 1, uint32(len(header))), header)
+			ws.WriteMessage(websocket.BinaryMessage, msg)
+			for sent := len(header); sent <= 256<<10; {
+				msg = msg[:0]
+				for i := 0; i < 8192 && sent <= 256<<10; i++ {
+					msg = append(msg, yamuxFrame(0, 0, 0, 1, 1)...)
+					msg = append(msg, 'x')
+					sent++
+				}
+				if ws.WriteMessage(websocket.BinaryMessage, msg) != nil {
+					break
+				}
+			}
+			return readClose(t, ws)
+		}},
 		{name: "text message", code: channel.CloseUnsupported, run: func(t *testing.T, url string) (int, string) {
 			ws := rawDial(t, url, nil)
 			ws.WriteMessage(websocket.TextMessage, []byte(`{"endpoint":"echo"}`))
