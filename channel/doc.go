@@ -11,10 +11,15 @@
 //	h.Handle(channel.EndpointEcho, endpoints.NewEcho(endpoints.EchoConfig{}))
 //	http.Handle("/v1/channel", h)
 //
-// Each session runs in the goroutine of its HTTP request; each stream in a
-// goroutine of its own, in which the endpoint's ServeStream runs. The
-// WebSocket is read only by yamux's receive goroutine and written by yamux's
-// send goroutine; a yamux frame goes out as one binary message.
+// The server runs its own yamux multiplexer. Each session has one goroutine,
+// its read loop, started once the WebSocket is upgraded; keepalive is a
+// timer. Each stream gets a goroutine of its own, in which the endpoint's
+// ServeStream runs; an endpoint that waits on its peer most of the time can
+// hand the reading to the read loop (Stream.ReadInline) and return, as echo
+// does, so an idle echo member holds no goroutine. Writers write under one
+// lock per session; a yamux frame goes out as one binary message.
+//
+// The Go client runs a hashicorp/yamux client session on the WebSocket.
 //
 // # Client
 //

@@ -52,7 +52,7 @@ type Request struct {
 type Authorizer func(ctx context.Context, h *Header) *Error
 
 // Handler is the server side: an http.Handler that upgrades each request to
-// a WebSocket, runs one yamux server session on it, reads each stream's
+// a WebSocket, runs the server's yamux multiplexer on it, reads each stream's
 // header and hands the stream to the endpoint it names.
 //
 // Register endpoints with Handle before serving. Shutdown closes every
