@@ -290,7 +290,7 @@ func (m *muxSession) ping(flags uint16, opaque uint32) error {
 		return m.writeControl(typePing, flagACK, 0, opaque, nil)
 	case flags&flagACK != 0:
 		m.mu.Lock()
-		if m.pingOut && opaque == m.pingID {
+		if m.pingOut && opaque == m.pingID && !m.closed {
 			m.pingOut = false
 			m.ka.Reset(m.cfg.keepAlive)
 		}
