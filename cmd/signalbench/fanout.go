@@ -33,6 +33,7 @@ type fanoutParams struct {
 	Rounds     int           `json:"rounds"`
 	NoiseLimit float64       `json:"noiseLimit"`
 	Namespace  string        `json:"namespace"`
+	Client     string        `json:"client"`
 }
 
 // A fanout frame starts with a header that the members read: the frame's
@@ -158,6 +159,7 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.IntVar(&p.Rounds, "rounds", 1, "rounds; with -baseline the two servers run back to back in each round, first one then the other, and the ratio is the median of the rounds' ratios")
 		fs.Float64Var(&p.NoiseLimit, "noise-limit", 0, "leave out of the ratio the rounds in which other processes took more than this many cores during either server's step (0: keep every round)")
 		fs.StringVar(&p.Namespace, "namespace", "fanout", "echo namespace")
+		fs.StringVar(&p.Client, "client", "go", "signalchannel members: go (channel.Session.Echo, a hashicorp/yamux session each) or raw (a lean yamux reader on its own WebSocket, as cheap as the baseline's client)")
 	})
 	if err != nil {
 		return err
@@ -184,6 +186,9 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("-window must not be negative")
 	case p.Sample < 1:
 		return fmt.Errorf("-latency-sample must be at least 1")
+	}
+	if p.Client != "go" && p.Client != "raw" {
+		return fmt.Errorf("-client %q: want go or raw", p.Client)
 	}
 	if p.Window == 0 {
 		p.Window = max(1, (512<<10)/(p.FrameSize+channel.FrameHeaderSize))
@@ -332,8 +337,23 @@ func joinFanout(ctx context.Context, c *common, srv *server, p fanoutParams, nst
 	st := &fanoutState{members: make([]echoMember, p.Members), sample: uint64(p.Sample)}
 	var mu sync.Mutex
 	var failed atomic.Int64
-	switch srv.Kind {
-	case kindSignalchannel:
+	switch {
+	case srv.Kind == kindSignalchannel && p.Client == "raw":
+		forEach(ctx, p.Members, c.dialConc, func(i int) {
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			e, err := dialRawEcho(dctx, srv.URL, d.wsDialer(i), p.Namespace)
+			if err != nil {
+				errs.add(err, nil)
+				failed.Add(1)
+				return
+			}
+			mu.Lock()
+			st.closers = append(st.closers, func() { e.Close() })
+			mu.Unlock()
+			st.members[i] = e
+		})
+	case srv.Kind == kindSignalchannel:
 		sessions := (p.Members + c.perSession - 1) / c.perSession
 		forEach(ctx, sessions, c.dialConc, func(si int) {
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -361,7 +381,7 @@ func joinFanout(ctx context.Context, c *common, srv *server, p fanoutParams, nst
 				st.members[i] = e
 			}
 		})
-	case kindBroadcast:
+	case srv.Kind == kindBroadcast:
 		forEach(ctx, p.Members, c.dialConc, func(i int) {
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()

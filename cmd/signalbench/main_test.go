@@ -277,6 +277,22 @@ func TestFanout(t *testing.T) {
 	}
 }
 
+// TestFanoutRawClient: lean members deliver every frame too, more than a
+// window's worth each, so their flow control works both ways.
+func TestFanoutRawClient(t *testing.T) {
+	var res fanoutResults
+	runJSON(t, &res, "fanout", "-spawn", "inproc", "-client", "raw", "-members", "6", "-publishers", "2",
+		"-frame-size", "4096", "-rates", "max", "-step", "500ms", "-drain", "2s", "-latency-sample", "1")
+	for _, s := range res.Steps {
+		if s.Members != 6 || s.Delivered != s.Expected || s.Delivered == 0 {
+			t.Errorf("%s %s: %d members, %d of %d delivered", s.Kind, s.Step, s.Members, s.Delivered, s.Expected)
+		}
+		if per := s.Delivered / int64(s.Members) * 4096; per < 2*rawWindow {
+			t.Errorf("%d bytes per member: not past the window", per)
+		}
+	}
+}
+
 func TestPresence(t *testing.T) {
 	var res presenceResults
 	runJSON(t, &res, "presence", "-spawn", "inproc", "-members", "6", "-streams-per-session", "2",
@@ -343,6 +359,7 @@ func TestBadFlags(t *testing.T) {
 		{"fanout", "-spawn", "inproc", "-rates", "half,max"},
 		{"fanout", "-spawn", "inproc", "-rates", "fast"},
 		{"fanout", "-spawn", "inproc", "-frame-size", "8"},
+		{"fanout", "-spawn", "inproc", "-client", "yamux"},
 		{"fanout", "-spawn", "inproc", "-publishers", "5", "-members", "2"},
 		{"presence", "-spawn", "inproc", "-interval", "2m"},
 		{"relay", "-spawn", "inproc", "-pairs", "0"},
