@@ -19,7 +19,10 @@ type Broker interface {
 	// Subscribe adds s to namespace, creating it. It fails with an error
 	// wrapping ErrLimit when a cap on namespaces or members is reached.
 	Subscribe(namespace string, s Subscriber) (unsubscribe func(), err error)
-	// Publish delivers frame to every subscriber of namespace.
+	// Publish delivers frame to every subscriber of namespace. The echo
+	// endpoint calls it from the publishing session's read loop, so it must
+	// not block (on the network, or on a slow subscriber), and neither may
+	// Deliver: a session reads nothing else meanwhile.
 	Publish(namespace string, frame []byte) error
 }
 
