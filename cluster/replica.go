@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -295,12 +296,7 @@ func (lk *linked) announce(msg ephMsg) {
 func (lk *linked) localEphIDs() []string {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
-	ids := make([]string, 0, len(lk.localEph))
-	for id := range lk.localEph {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return slices.Sorted(maps.Keys(lk.localEph))
 }
 
 // onEphemeral records another node's announcement.

@@ -3,6 +3,7 @@ package model
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -313,11 +314,7 @@ func AppendDigest(dst []byte, d Digest) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = appendString(dst, d.ID)
 	dst = append(dst, `,"clock":{`...)
-	srcs := make([]string, 0, len(d.Clock))
-	for src := range d.Clock {
-		srcs = append(srcs, src)
-	}
-	slices.Sort(srcs)
+	srcs := slices.Sorted(maps.Keys(d.Clock))
 	for i, src := range srcs {
 		if i > 0 {
 			dst = append(dst, ',')
