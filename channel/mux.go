@@ -58,7 +58,6 @@ type muxSession struct {
 	streams map[uint32]*muxStream
 	goAway  bool // we sent a go-away: new streams are reset
 	closed  bool
-	done    chan struct{}
 	ka      *time.Timer
 	cut     []*muxStream // the streams open when the session closed
 	pingID  uint32
@@ -77,7 +76,7 @@ const smallBody = 4 << 10
 var smallBodies = sync.Pool{New: func() any { return new([smallBody]byte) }}
 
 func newMuxSession(conn muxConn, cfg muxConfig) *muxSession {
-	m := &muxSession{conn: conn, cfg: cfg, streams: make(map[uint32]*muxStream), done: make(chan struct{})}
+	m := &muxSession{conn: conn, cfg: cfg, streams: make(map[uint32]*muxStream)}
 	if cfg.keepAlive > 0 {
 		m.mu.Lock() // the timer's function reads m.ka under mu
 		m.ka = time.AfterFunc(cfg.keepAlive, m.keepalive)
@@ -85,9 +84,6 @@ func newMuxSession(conn muxConn, cfg muxConfig) *muxSession {
 	}
 	return m
 }
-
-// Done is closed when the session has ended.
-func (m *muxSession) Done() <-chan struct{} { return m.done }
 
 // run reads and dispatches frames until the connection fails, the peer
 // breaks the protocol or the session is closed. It ends the session.
@@ -355,7 +351,6 @@ func (m *muxSession) Close() error {
 	if m.ka != nil {
 		m.ka.Stop()
 	}
-	close(m.done)
 	m.mu.Unlock()
 	return m.conn.Close()
 }
@@ -367,7 +362,8 @@ func (m *muxSession) forget(id uint32) {
 	m.mu.Unlock()
 }
 
-// writeControl sends a frame with no body, or with body (data frames).
+// writeControl sends a frame with no body; nothing for a stream st we have
+// reset.
 func (m *muxSession) writeControl(typ uint8, flags uint16, id, length uint32, st *muxStream) error {
 	var f [yamuxHeaderSize]byte
 	putHeader(f[:], typ, flags, id, length)
