@@ -125,13 +125,14 @@ async function openPair (query) {
   return pages
 }
 
-async function expectPath (page, path, timeout) {
+async function expectPath (page, path, timeout, other) {
   try {
     await page.locator(`#path[data-path="${path}"]`).waitFor({ timeout })
   } catch (e) {
-    const status = await page.locator('#status').textContent()
-    const error = await page.locator('#error').textContent()
-    throw new Error(`path is not "${path}" within ${timeout} ms: status "${status}", error "${error}", page errors ${JSON.stringify(page.errors)}`)
+    // Both pages' state: a page waiting for its peer is often the other
+    // page's story.
+    const describe = async (p) => `status "${await p.locator('#status').textContent()}", error "${await p.locator('#error').textContent()}", page errors ${JSON.stringify(p.errors)}`
+    throw new Error(`path is not "${path}" within ${timeout} ms: ${await describe(page)}; the other page: ${await describe(other)}`)
   }
 }
 
@@ -150,8 +151,8 @@ async function exchange (a, b, path) {
 test('demo: two pages talk over a direct WebRTC data channel', { skip: !haveChromium && 'Chromium is missing', timeout: 60_000 }, async () => {
   const [a, b] = await openPair('')
   const t0 = Date.now()
-  await expectPath(a, 'direct', 15_000)
-  await expectPath(b, 'direct', 15_000)
+  await expectPath(a, 'direct', 15_000, b)
+  await expectPath(b, 'direct', 15_000, a)
   console.log(`# demo: direct data channel open ${Date.now() - t0} ms after both pages loaded`)
   await exchange(a, b, 'direct')
   assert.match(await a.locator('#status').textContent(), /directly/)
@@ -164,8 +165,8 @@ test('demo: two pages talk over a direct WebRTC data channel', { skip: !haveChro
 
 test('demo: with ICE made to fail, the messages go through the relay', { skip: !haveChromium && 'Chromium is missing', timeout: 60_000 }, async () => {
   const [a, b] = await openPair('&force=relay&timeout=1500')
-  await expectPath(a, 'relay', 15_000)
-  await expectPath(b, 'relay', 15_000)
+  await expectPath(a, 'relay', 15_000, b)
+  await expectPath(b, 'relay', 15_000, a)
   await exchange(a, b, 'relay')
   assert.match(await b.locator('#status').textContent(), /relay/)
   assert.equal(await a.locator('#log li[data-path="direct"]').count(), 0)
