@@ -48,6 +48,7 @@ type Session struct {
 	conn   *wsConn
 	ys     *yamux.Session
 	linger time.Duration
+	done   chan struct{} // closed by watch
 	// Subprotocol is the WebSocket subprotocol the server selected.
 	Subprotocol string
 }
@@ -82,19 +83,39 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		log = discardLogger
 	}
 	conn := newWSConn(ws, cfg.WriteTimeout)
+	conn.client = true
 	ys, err := yamux.Client(conn, cfg.yamuxConfig(log))
 	if err != nil {
-		conn.Close()
+		ws.Close()
 		return nil, err
 	}
-	return &Session{conn: conn, ys: ys, linger: cfg.StreamCloseTimeout, Subprotocol: ws.Subprotocol()}, nil
+	s := &Session{conn: conn, ys: ys, linger: cfg.StreamCloseTimeout, done: make(chan struct{}), Subprotocol: ws.Subprotocol()}
+	go s.watch()
+	return s, nil
 }
 
-// Close ends the session with close code 1000; its streams end at once.
-func (s *Session) Close() error { return s.ys.Close() }
+// watch closes done once the session has ended and its reader has read
+// the last it will: the server's close message, or nothing within the
+// linger after the session ended. Whatever ended the session (Close, a
+// failed write, the server's close), the close code is known by then.
+func (s *Session) watch() {
+	<-s.ys.CloseChan()
+	s.ys.Close() // returns once yamux's reader and writer have stopped
+	s.conn.ws.Close()
+	close(s.done)
+}
 
-// Done is closed when the session has ended.
-func (s *Session) Done() <-chan struct{} { return s.ys.CloseChan() }
+// Close ends the session with close code 1000; its streams end at once. It
+// waits for the server's close message, at most a second.
+func (s *Session) Close() error {
+	err := s.ys.Close()
+	<-s.done
+	return err
+}
+
+// Done is closed when the session has ended and the server's close code,
+// if it sent one, is known (CloseReason).
+func (s *Session) Done() <-chan struct{} { return s.done }
 
 // CloseReason returns the WebSocket close code and reason the server sent
 // when it ended the session (PROTOCOL.md section 6: 1001 shutting down,

@@ -90,6 +90,11 @@ type wsConn struct {
 	closeCode   int
 	closeReason string
 	readerGone  atomic.Bool // Read has returned its last error
+
+	// client marks a client's conn: every close waits for the server's
+	// close message, whatever ended the session (a failed write, say), so
+	// that the code and reason the server sent are read.
+	client bool
 }
 
 // closeLinger is how long a close the server starts with a code waits for
@@ -256,6 +261,17 @@ func (c *wsConn) fail(err error) error {
 		}
 	}
 	return c.readerDone(err)
+}
+
+// refuse closes a connection that never carried a session with code and
+// reason, as a session's close with a code does: it half-closes after the
+// close message and discards what the client still sends (the frames of a
+// stream it opened at once, say) until the client's close message or the
+// linger deadline, so that unread input does not make the kernel reset the
+// connection and lose the close message. It blocks until then.
+func (c *wsConn) refuse(code int, reason string) {
+	c.setCloseStatus(code, reason)
+	c.fail(nil)
 }
 
 // readerDone records that reading is over and closes the socket, unless a
@@ -512,16 +528,19 @@ func (c *wsConn) setCloseStatus(code int, reason string) {
 	}
 }
 
-// Close sends a close message with the recorded code (1000 if none), without
-// waiting for the peer's, closes the connection and fires every watch.
-// yamux calls it when the session ends.
+// Close sends a close message with the recorded code (1000 if none) and
+// fires every watch; it does not wait for the peer's close message. A
+// server's close without a code closes the connection at once. A close with
+// a code, and every close of a client, lingers: the reader goes on, reading
+// and discarding, until the peer's close message or closeLinger, and closes
+// the connection when it ends. yamux calls Close when the session ends.
 func (c *wsConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.statusMu.Lock()
 		code, reason := c.closeCode, c.closeReason
 		c.statusMu.Unlock()
-		linger := code != 0 && !c.readerGone.Load()
+		linger := (code != 0 || c.client) && !c.readerGone.Load()
 		if code == 0 {
 			code = CloseNormal
 		}
@@ -532,8 +551,9 @@ func (c *wsConn) Close() error {
 		if linger {
 			// A close with a reason waits for the peer's close message:
 			// the reader discards until it comes or the deadline passes,
-			// then closes the socket.
-			if hc, ok := c.ws.UnderlyingConn().(interface{ CloseWrite() error }); ok {
+			// then closes the socket. A server half-closes: its close
+			// message is the last it sends.
+			if hc, ok := c.ws.UnderlyingConn().(interface{ CloseWrite() error }); ok && !c.client {
 				hc.CloseWrite()
 			}
 			c.ws.SetReadDeadline(time.Now().Add(closeLinger))

@@ -254,8 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if refused != "" {
 		h.countClose(refuseCode)
-		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(refuseCode, refused), time.Now().Add(time.Second))
-		ws.Close()
+		newWSConn(ws, h.cfg.WriteTimeout).refuse(refuseCode, refused)
 		return
 	}
 	ws.SetReadLimit(h.cfg.MaxMessageBytes)
