@@ -46,7 +46,11 @@ const DEFAULTS = {
   acceptBacklog: 64,
   // Streams this side opened that the peer has not acknowledged yet; more
   // opens wait (the peer resets streams past its accept backlog).
-  synBacklog: 64
+  synBacklog: 64,
+  // How long a session whose transport is going away (a write failed, or
+  // the peer sent go-away with an error) waits for the transport's end and
+  // the peer's close code before it closes the transport itself, in ms.
+  closeLingerMs: 1000
 }
 
 /**
@@ -111,6 +115,8 @@ export class Session {
     this.closed = false
     /** @type {SignalChannelError | null} */
     this.error = null
+    /** lingerTimer runs while the session waits for its transport's end (see linger). */
+    this.lingerTimer = null
     this.goAwayReceived = false
     this.goAwaySent = false
 
@@ -163,6 +169,9 @@ export class Session {
    * @returns {Promise<Stream>}
    */
   async openStream () {
+    // While the transport is going away, the open fails with what ended
+    // the session: the peer's close code, once it has arrived.
+    if (this.lingerTimer !== null) await new Promise((resolve) => this.onClose(resolve))
     this.checkOpen()
     while (this.synPending >= this.opts.synBacklog) {
       await new Promise((resolve, reject) => this.synWaiters.push({ resolve, reject }))
@@ -247,13 +256,37 @@ export class Session {
   }
 
   /**
-   * transportClosed is called by the owner when the transport has ended.
+   * transportClosed is called by the owner when the transport has ended,
+   * with the close code and reason the peer sent: every stream fails with a
+   * `closed` error that carries them.
    * @param {number} [code]
    * @param {string} [reason]
    */
   transportClosed (code, reason) {
-    const msg = code ? `session closed by the server (${code}${reason ? ' ' + reason : ''})` : 'session closed'
+    const msg = code ? `closed ${code}${reason ? ' ' + reason : ''}` : 'session closed'
     this.shutdown(new SignalChannelError('closed', msg, { closeCode: code, closeReason: reason }))
+  }
+
+  /**
+   * linger ends a session whose transport is going away: nothing more is
+   * written, and the session waits for the transport's end, whose close
+   * code and reason (transportClosed) are what the streams fail with. The
+   * peer's close message may be waiting behind the fault; closing the
+   * transport here would lose it. A transport that has not ended within
+   * closeLingerMs is closed here, and the streams fail with err.
+   * @param {SignalChannelError} err
+   */
+  linger (err) {
+    if (this.closed || this.lingerTimer !== null) return
+    this.out = []
+    this.outBytes = 0
+    this.lingerTimer = setTimeout(() => {
+      this.lingerTimer = null
+      this.shutdown(err)
+      try {
+        this.conn.close(1000, '')
+      } catch {}
+    }, this.opts.closeLingerMs)
   }
 
   /** protocolError ends the session after a violation by the peer. */
@@ -272,6 +305,10 @@ export class Session {
     if (this.closed) return
     this.closed = true
     this.error = err
+    if (this.lingerTimer !== null) {
+      clearTimeout(this.lingerTimer)
+      this.lingerTimer = null
+    }
     this.out = []
     this.outBytes = 0
     for (const s of this.streams.values()) s.fail(err)
@@ -304,7 +341,7 @@ export class Session {
    * @param {Uint8Array} [data]
    */
   sendFrame (type, flags, id, length, data) {
-    if (this.closed) return
+    if (this.closed || this.lingerTimer !== null) return
     const frame = new Uint8Array(HEADER_SIZE + (data ? data.length : 0))
     const v = new DataView(frame.buffer)
     v.setUint8(1, type)
@@ -323,7 +360,7 @@ export class Session {
   /** flush writes the queued frames, joined into messages of at most maxMessageBytes. */
   flush () {
     this.flushScheduled = false
-    if (this.closed) return
+    if (this.closed || this.lingerTimer !== null) return
     const max = this.opts.maxMessageBytes
     while (this.out.length > 0) {
       let n = 0
@@ -348,7 +385,7 @@ export class Session {
       try {
         this.conn.send(msg)
       } catch (e) {
-        this.shutdown(new SignalChannelError('closed', 'transport write failed', { cause: e }))
+        this.linger(new SignalChannelError('closed', 'transport write failed', { cause: e }))
         return
       }
     }
@@ -462,12 +499,11 @@ export class Session {
     }
   }
 
+  /** shutdownGoAway ends the session on the peer's go-away with an error; its close message follows. */
   shutdownGoAway (code) {
     const what = code === GO_AWAY_PROTOCOL ? 'a protocol error' : code === GO_AWAY_INTERNAL ? 'an internal error' : `code ${code}`
-    this.shutdown(new SignalChannelError('closed', `the peer ended the session with ${what}`))
-    try {
-      this.conn.close(1000, '')
-    } catch {}
+    this.goAwayReceived = true
+    this.linger(new SignalChannelError('closed', `the peer ended the session with ${what}`))
   }
 
   handleStreamFrame (h) {

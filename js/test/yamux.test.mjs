@@ -150,12 +150,48 @@ test('go-away: no new streams, open ones go on', async () => {
   client.close()
 })
 
-test('go-away with a protocol error ends the session', async () => {
-  const { client } = pair({ seed: 7 })
+test('go-away with a protocol error ends the session with the close that follows it', async () => {
+  const { client, server, closes } = pair({ seed: 7 })
   const s = await client.openStream()
   client.receive(encodeHeader(TYPE_GO_AWAY, 0, 0, 1))
-  await expectCode(s.read(), 'closed')
+  const opened = client.openStream()
+  // The client waits for the peer's close message rather than closing first.
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  assert.equal(closes.length, 0)
+  server.close(CLOSE_PROTOCOL_ERROR, 'receive window exceeded')
+  for (const p of [s.read(), opened]) {
+    const err = await expectCode(p, 'closed')
+    assert.equal(err.closeCode, CLOSE_PROTOCOL_ERROR)
+    assert.equal(err.closeReason, 'receive window exceeded')
+    assert.equal(err.message, 'closed 4400 receive window exceeded')
+  }
   assert.equal(client.closed, true)
+})
+
+test('a session whose transport is going away closes it itself after closeLingerMs', async () => {
+  const failing = { bufferedAmount: 0, closes: [], send () { throw new Error('EPIPE') }, close (code) { this.closes.push(code) } }
+  const client = new Session(failing, { client: true, closeLingerMs: 50 })
+  const s = await client.openStream() // its SYN is the write that fails
+  const read = s.read()
+  await new Promise((resolve) => setTimeout(resolve, 10))
+  assert.equal(client.closed, false, 'the session waits for the transport to end')
+  const err = await within(expectCode(read, 'closed'), 2000, 'the linger')
+  assert.equal(err.message, 'transport write failed')
+  assert.deepEqual(failing.closes, [1000])
+})
+
+test('a failed write waits for the transport to end with the peer\'s code', async () => {
+  const failing = { bufferedAmount: 0, send () { throw new Error('EPIPE') }, close () {} }
+  const client = new Session(failing, { client: true })
+  const s = await client.openStream()
+  const write = s.write('header\n')
+  await new Promise((resolve) => setTimeout(resolve, 10))
+  client.transportClosed(4429, 'sessions per address limit (1) reached')
+  for (const p of [s.read(), write.then(() => s.read()), client.openStream()]) {
+    const err = await expectCode(p, 'closed')
+    assert.equal(err.closeCode, 4429)
+    assert.equal(err.message, 'closed 4429 sessions per address limit (1) reached')
+  }
 })
 
 test('a frame of another version is a protocol violation (4400)', async () => {
