@@ -2,7 +2,8 @@
 // deadlines.
 
 import { spawn, execFile } from 'node:child_process'
-import { mkdtempSync, existsSync } from 'node:fs'
+import { createHmac } from 'node:crypto'
+import { mkdtempSync, existsSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -174,6 +175,31 @@ export async function expectCode (p, code) {
     throw new Error(`want SignalChannelError ${code}, got ${e?.name} ${e?.code}: ${e?.message}`)
   }
   throw new Error(`want SignalChannelError ${code}, got success`)
+}
+
+/** caught resolves with what p rejects with (handled at once), or with an Error when p resolves. */
+export function caught (p) {
+  return p.then(() => new Error('resolved'), (e) => e)
+}
+
+/**
+ * hs256Secret writes a shared secret for `serve -auth-secret-file` and
+ * mints tokens for it (PROTOCOL.md section 7): mint(claims) signs claims,
+ * token({sub, allow, ttl}) signs a token that expires ttl seconds from now
+ * (negative: already expired). remove() deletes the file.
+ */
+export function hs256Secret (secret = 'js-test-secret-'.repeat(4)) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'signalchannel-auth-'))
+  const file = path.join(dir, 'secret')
+  writeFileSync(file, secret)
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url')
+  const mint = (claims, key = secret) => {
+    const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`
+    return `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`
+  }
+  const token = ({ sub = 'js', allow = ['*:*'], ttl = 3600 } = {}) =>
+    mint({ sub, allow, exp: Math.floor(Date.now() / 1000) + ttl })
+  return { file, secret, mint, token, remove: () => rmSync(dir, { recursive: true, force: true }) }
 }
 
 const helpCache = new Map()

@@ -7,14 +7,9 @@ import { WebSocketServer, WebSocket as WS } from 'ws'
 import { connect, SignalChannelError } from '../src/index.js'
 import { ByteReader } from '../src/bytes.js'
 import { readReply } from '../src/channel.js'
-import { startServer, unique, waitFor, within, expectCode } from './helpers.mjs'
+import { startServer, unique, waitFor, within, expectCode, caught } from './helpers.mjs'
 
 const dec = new TextDecoder()
-
-/** caught resolves with what p rejects with (handled at once), or with an Error when p resolves. */
-function caught (p) {
-  return p.then(() => new Error('resolved'), (e) => e)
-}
 
 /** withServer runs fn with a server started with args, and stops it after. */
 async function withServer (args, fn) {
