@@ -64,3 +64,29 @@ var (
 	// ErrTextMessage marks a text WebSocket message (close 1003).
 	ErrTextMessage = errors.New("channel: text message received")
 )
+
+// CloseError is the close message with which the server ended a session
+// (PROTOCOL.md section 6): 4401 with the credentials' fault, 4429 with the
+// limit reached, 1001 at shutdown.
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("channel: session closed by the server (%d)", e.Code)
+	}
+	return fmt.Sprintf("channel: session closed by the server (%d %s)", e.Code, e.Reason)
+}
+
+// Permanent reports whether a refusal with code would be refused again
+// whatever the client waits for: a fault of the header or a refusal of the
+// credentials. `limit`, `timeout`, `conflict` and `internal` may pass later.
+func (c Code) Permanent() bool {
+	switch c {
+	case CodeBadHeader, CodeUnknownEndpoint, CodeBadNamespace, CodeBadToken, CodeForbidden:
+		return true
+	}
+	return false
+}

@@ -3,6 +3,7 @@ package channel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -25,9 +26,19 @@ type ReconnectOptions struct {
 	URLs []string
 	// Dial configures each connection.
 	Dial DialOptions
-	// MinBackoff and MaxBackoff bound the wait between two attempts, which
-	// doubles from MinBackoff up to MaxBackoff, with jitter. Defaults 100ms
-	// and 5s.
+	// TokenFunc, if set, returns the token for each dial, the first one
+	// included, in place of Dial.Token. With it, a session the server
+	// closes with 4401 (a token that expired, say) is dialled again with a
+	// fresh token; without it, 4401 ends the Client (Done, Err), since the
+	// same token would be refused again.
+	TokenFunc func(ctx context.Context) (string, error)
+	// MinBackoff and MaxBackoff bound the wait before a dial, which doubles
+	// from MinBackoff up to MaxBackoff, each wait drawn at random between
+	// half the bound and the bound. The wait starts again from MinBackoff
+	// only after a session has stayed open for MaxBackoff, so a server that
+	// upgrades and then refuses (4401, 4429, 1013) is not dialled in a loop.
+	// After a shutdown (1001) the next URL is dialled at once. Defaults
+	// 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds one attempt. Default 10s.
 	DialTimeout time.Duration
@@ -45,10 +56,13 @@ type ReconnectOptions struct {
 // the scuttlebutt digest, so updates made meanwhile reach the server. Relay
 // streams end with their session and are not reopened.
 //
-// The Client owns one goroutine, which Close stops.
+// The Client ends on Close, or when the server refuses its credentials
+// (4401) and there is no TokenFunc to get new ones; Done and Err tell.
+//
+// The Client owns one goroutine, and one per replica, which Close stops.
 type Client struct {
 	o      ReconnectOptions
-	ctx    context.Context // ends with Close
+	ctx    context.Context // ends with the Client
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -59,6 +73,8 @@ type Client struct {
 	echoes   map[*ClientEcho]struct{}
 	replicas map[*ClientReplica]struct{}
 	closed   bool
+	err      error         // why the Client ended, if not by Close
+	done     chan struct{} // closed when run returns
 }
 
 // Connect dials the first server that answers and returns the Client. It
@@ -75,6 +91,7 @@ func Connect(ctx context.Context, o ReconnectOptions) (*Client, error) {
 		changed:  make(chan struct{}),
 		echoes:   map[*ClientEcho]struct{}{},
 		replicas: map[*ClientReplica]struct{}{},
+		done:     make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	sess, url, err := c.dial(ctx)
@@ -98,12 +115,34 @@ func (c *Client) Session() *Session {
 	return c.sess
 }
 
+// Done is closed when the Client has ended: after Close, or when the
+// server refused its credentials for good (Err).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the Client ended: a *CloseError with code 4401 when the
+// server refused its credentials and there was no TokenFunc; nil after
+// Close or while it runs.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// endErr is what handles return once the Client has ended.
+func (c *Client) endErr() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return ErrClientClosed
+}
+
 // Close ends the session and stops reconnecting; every handle's calls then
 // return ErrClientClosed (Recv after its own Close returns io.EOF).
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		c.wg.Wait()
 		return nil
 	}
 	c.closed = true
@@ -134,21 +173,29 @@ func (c *Client) setSession(s *Session) {
 
 // dial tries each URL once, from the next one on.
 func (c *Client) dial(ctx context.Context) (*Session, string, error) {
+	opts := c.o.Dial
+	if c.o.TokenFunc != nil {
+		dctx, cancel := context.WithTimeout(ctx, c.o.DialTimeout)
+		tok, err := c.o.TokenFunc(dctx)
+		cancel()
+		if err != nil {
+			return nil, "", fmt.Errorf("channel: token: %w", err)
+		}
+		opts.Token = tok
+	}
 	var errs []error
 	for range c.o.URLs {
 		c.mu.Lock()
 		url := c.o.URLs[c.next%len(c.o.URLs)]
 		c.mu.Unlock()
 		dctx, cancel := context.WithTimeout(ctx, c.o.DialTimeout)
-		s, err := Dial(dctx, url, c.o.Dial)
+		s, err := Dial(dctx, url, opts)
 		cancel()
 		if err == nil {
 			return s, url, nil
 		}
 		errs = append(errs, err)
-		c.mu.Lock()
-		c.next++
-		c.mu.Unlock()
+		c.skip()
 		if ctx.Err() != nil {
 			break
 		}
@@ -156,24 +203,54 @@ func (c *Client) dial(ctx context.Context) (*Session, string, error) {
 	return nil, "", errors.Join(errs...)
 }
 
+// skip moves on to the next URL.
+func (c *Client) skip() {
+	c.mu.Lock()
+	c.next++
+	c.mu.Unlock()
+}
+
 // run waits for the session to end, dials again and rejoins.
 func (c *Client) run() {
 	defer c.wg.Done()
+	defer close(c.done)
 	ctx := c.ctx
+	bo := backoff{min: c.o.MinBackoff, max: c.o.MaxBackoff}
 	for {
 		sess, _ := c.current()
+		opened := time.Now()
 		select {
 		case <-sess.Done():
 		case <-ctx.Done():
 			return
 		}
 		c.setSession(nil)
+		code, reason := sess.CloseReason()
 		if c.o.OnDisconnect != nil {
-			code, reason := sess.CloseReason()
 			c.o.OnDisconnect(code, reason)
 		}
-		backoff := c.o.MinBackoff
+		if time.Since(opened) >= c.o.MaxBackoff {
+			bo.reset()
+		}
+		wait := true
+		switch code {
+		case CloseUnauthorized:
+			if c.o.TokenFunc == nil {
+				c.mu.Lock()
+				c.err = &CloseError{Code: code, Reason: reason}
+				c.mu.Unlock()
+				c.cancel()
+				return
+			}
+		case CloseGoingAway:
+			c.skip() // that server is going away: the next one, at once
+			wait = false
+		}
 		for {
+			if wait && !sleep(ctx, bo.next()) {
+				return
+			}
+			wait = true
 			s, url, err := c.dial(ctx)
 			if err == nil {
 				c.setSession(s)
@@ -182,45 +259,70 @@ func (c *Client) run() {
 				}
 				break
 			}
-			wait := backoff/2 + rand.N(backoff/2+1)
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+			if ctx.Err() != nil {
 				return
 			}
-			backoff = min(2*backoff, c.o.MaxBackoff)
 		}
 		c.rejoin(ctx)
 	}
 }
 
-// rejoin reopens every handle on the new session.
+// backoff is a doubling wait with jitter: each wait is drawn between half
+// the bound and the bound.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	}
+	d := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(2*b.cur, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// timerC returns t's channel, or nil (never ready) for no timer.
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// sleep waits for d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// rejoin reopens every echo member on the new session; replicas rejoin by
+// themselves.
 func (c *Client) rejoin(ctx context.Context) {
 	c.mu.Lock()
 	echoes := make([]*ClientEcho, 0, len(c.echoes))
 	for e := range c.echoes {
 		echoes = append(echoes, e)
 	}
-	replicas := make([]*ClientReplica, 0, len(c.replicas))
-	for r := range c.replicas {
-		replicas = append(replicas, r)
-	}
 	c.mu.Unlock()
 	for _, e := range echoes {
 		e.rejoin(ctx, nil)
-	}
-	for _, r := range replicas {
-		r.rejoin(ctx)
 	}
 }
 
 // Echo joins namespace and keeps it joined across reconnects.
 func (c *Client) Echo(ctx context.Context, namespace string) (*ClientEcho, error) {
-	sess, _ := c.current()
-	if sess == nil {
-		return nil, ErrDisconnected
+	sess, err := c.session()
+	if err != nil {
+		return nil, err
 	}
 	m, err := sess.Echo(ctx, namespace)
 	if err != nil {
@@ -229,7 +331,7 @@ func (c *Client) Echo(ctx context.Context, namespace string) (*ClientEcho, error
 	e := &ClientEcho{c: c, ns: namespace, cur: m, changed: make(chan struct{})}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.err != nil {
 		m.Close()
 		return nil, ErrClientClosed
 	}
@@ -237,9 +339,26 @@ func (c *Client) Echo(ctx context.Context, namespace string) (*ClientEcho, error
 	return e, nil
 }
 
+// session returns the open session, or why there is none.
+func (c *Client) session() (*Session, error) {
+	sess, _ := c.current()
+	switch {
+	case c.ctx.Err() != nil:
+		return nil, c.endErr()
+	case sess == nil:
+		return nil, ErrDisconnected
+	}
+	return sess, nil
+}
+
 // ClientEcho is an echo member that rejoins its namespace after a reconnect,
 // or after the server dropped it. Send and Recv may be called from two
 // goroutines at once.
+//
+// A rejoin the server refuses for good (forbidden, say: the token of the new
+// session does not allow the namespace) ends the member with that *Error;
+// one refused for now (limit) is tried again on the same session, with
+// backoff.
 type ClientEcho struct {
 	c  *Client
 	ns string
@@ -249,23 +368,28 @@ type ClientEcho struct {
 	changed chan struct{} // closed and replaced when cur changes
 	joining bool          // a rejoin is opening a stream
 	closed  bool
+	err     error // the refusal that ended the member
 }
 
 // Namespace returns the namespace.
 func (e *ClientEcho) Namespace() string { return e.ns }
 
-func (e *ClientEcho) current() (*Echo, <-chan struct{}, bool) {
+func (e *ClientEcho) current() (*Echo, <-chan struct{}, bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.cur, e.changed, e.closed
+	return e.cur, e.changed, e.closed, e.err
 }
 
 // Send writes one frame, or returns ErrDisconnected while reconnecting.
 func (e *ClientEcho) Send(p []byte) error {
-	cur, _, closed := e.current()
+	cur, _, closed, err := e.current()
 	switch {
 	case closed:
 		return ErrClientClosed
+	case err != nil:
+		return err
+	case cur == nil && e.c.ctx.Err() != nil:
+		return e.c.endErr()
 	case cur == nil:
 		return ErrDisconnected
 	}
@@ -273,16 +397,21 @@ func (e *ClientEcho) Send(p []byte) error {
 }
 
 // Recv returns the next frame. Across a reconnect it waits for the member
-// to rejoin; frames sent meanwhile are lost. It returns io.EOF after Close.
+// to rejoin; frames sent meanwhile are lost. It returns io.EOF after Close,
+// and the *Error of a rejoin the server refused for good.
 func (e *ClientEcho) Recv() ([]byte, error) {
+	bo := backoff{min: e.c.o.MinBackoff, max: e.c.o.MaxBackoff}
 	for {
-		cur, changed, closed := e.current()
+		cur, changed, closed, err := e.current()
+		if err != nil {
+			return nil, err
+		}
 		if cur != nil {
 			f, err := cur.Recv()
 			if err == nil {
 				return f, nil
 			}
-			if _, _, closed := e.current(); closed {
+			if _, _, closed, _ := e.current(); closed {
 				return nil, io.EOF
 			}
 			// Dropped by the server, or the session ended: rejoin on the
@@ -295,20 +424,32 @@ func (e *ClientEcho) Recv() ([]byte, error) {
 		}
 		// No member: wait for a rejoin under way, or start one on the
 		// open session; without one, wait for the next session.
+		var retry *time.Timer
 		sess, sessChanged := e.c.current()
 		if sess != nil && !e.isJoining() {
-			e.rejoin(context.Background(), nil)
-			cur, now, _ := e.current()
-			if cur != nil {
+			refused := e.rejoin(context.Background(), nil)
+			cur, now, _, err := e.current()
+			switch {
+			case err != nil:
+				return nil, err
+			case cur != nil:
+				bo.reset()
 				continue
 			}
-			changed = now // refused: wait for the next session, not in a loop
+			changed = now
+			if refused != nil { // for now: again after a while, unless the session changes
+				retry = time.NewTimer(bo.next())
+			}
 		}
 		select {
 		case <-changed:
 		case <-sessChanged:
+		case <-timerC(retry):
 		case <-e.c.ctx.Done():
-			return nil, ErrClientClosed
+			return nil, e.c.endErr()
+		}
+		if retry != nil {
+			retry.Stop()
 		}
 	}
 }
@@ -323,17 +464,18 @@ func (e *ClientEcho) isJoining() bool {
 // no longer failed (another caller rejoined it first) or a rejoin is under
 // way. failed is the member that ended, or nil for a rejoin after a
 // reconnect. The handle's lock is not held while the stream opens, so Send
-// and Recv never wait on the network for it.
-func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) {
+// and Recv never wait on the network for it. It returns the error of the
+// open, if one failed; a permanent refusal also ends the member.
+func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) error {
 	e.mu.Lock()
-	if e.closed || e.joining || (failed != nil && e.cur != failed) {
+	if e.closed || e.err != nil || e.joining || (failed != nil && e.cur != failed) {
 		e.mu.Unlock()
-		return
+		return nil
 	}
 	sess, _ := e.c.current()
 	if failed == nil && e.cur != nil && sess != nil && e.cur.st.sess == sess {
 		e.mu.Unlock()
-		return // already rejoined on this session
+		return nil // already rejoined on this session
 	}
 	old := e.cur
 	e.cur = nil
@@ -343,10 +485,13 @@ func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) {
 	if old != nil {
 		old.Stream().Reset()
 	}
-	var m *Echo
+	var (
+		m   *Echo
+		err error
+	)
 	if sess != nil {
 		ctx, cancel := context.WithTimeout(ctx, e.c.o.DialTimeout)
-		m, _ = sess.Echo(ctx, e.ns) // a failure leaves it for the next reconnect
+		m, err = sess.Echo(ctx, e.ns) // a failure leaves it for the next try
 		cancel()
 	}
 
@@ -355,6 +500,9 @@ func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) {
 	closed := e.closed
 	if !closed {
 		e.cur = m
+		if perr := (*Error)(nil); errors.As(err, &perr) && perr.Code.Permanent() {
+			e.err = err
+		}
 	}
 	close(e.changed)
 	e.changed = make(chan struct{})
@@ -362,6 +510,7 @@ func (e *ClientEcho) rejoin(ctx context.Context, failed *Echo) {
 	if closed && m != nil {
 		m.Close()
 	}
+	return err
 }
 
 // Close leaves the namespace for good.
@@ -390,37 +539,49 @@ func (e *ClientEcho) Close() error {
 // With opts.Ephemeral the server deletes m's keys when a session ends; set
 // them again after a reconnect (OnConnect) if they should live on.
 func (c *Client) Replicate(ctx context.Context, namespace string, m *model.Model, opts ReplicateOptions) (*ClientReplica, error) {
-	sess, _ := c.current()
-	if sess == nil {
-		return nil, ErrDisconnected
+	sess, err := c.session()
+	if err != nil {
+		return nil, err
 	}
 	r, err := sess.Replicate(ctx, namespace, m, opts)
 	if err != nil {
 		return nil, err
 	}
-	cr := &ClientReplica{c: c, ns: namespace, m: m, opts: opts, cur: r}
+	cr := &ClientReplica{c: c, ns: namespace, m: m, opts: opts, cur: r, done: make(chan struct{})}
+	cr.ctx, cr.cancel = context.WithCancel(c.ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.err != nil {
 		r.Close()
 		return nil, ErrClientClosed
 	}
 	c.replicas[cr] = struct{}{}
+	c.wg.Add(1)
+	go cr.run(r)
 	return cr, nil
 }
 
 // ClientReplica is a scuttlebutt replica that replicates again after each
-// reconnect.
+// reconnect. It ends (Done, Err) when the server ends its replication while
+// the session lives: with an error object (a key too long, say), or by
+// resetting it (a reader too slow); Replicate again to go on. A new session
+// that refuses it for good (forbidden) ends it too.
+//
+// It owns one goroutine, stopped by Close or the Client's end.
 type ClientReplica struct {
 	c    *Client
 	ns   string
 	m    *model.Model
 	opts ReplicateOptions
+	done chan struct{} // closed when run returns
 
-	mu      sync.Mutex
-	cur     *Replica
-	joining bool // a rejoin is opening a stream
-	closed  bool
+	ctx    context.Context // ends with Close or the Client
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	cur    *Replica
+	closed bool
+	err    error
 }
 
 // Model returns the local model.
@@ -434,38 +595,121 @@ func (r *ClientReplica) Current() *Replica {
 	return r.cur
 }
 
-func (r *ClientReplica) rejoin(ctx context.Context) {
-	r.mu.Lock()
-	sess, _ := r.c.current()
-	if r.closed || r.joining || (r.cur != nil && sess != nil && r.cur.st.sess == sess) {
-		r.mu.Unlock()
-		return // closed, under way, or already replicating on this session
+// Done is closed when the replica has ended: after Close, the Client's end,
+// or a replication the server ended (Err).
+func (r *ClientReplica) Done() <-chan struct{} { return r.done }
+
+// Err returns why the replica ended, once Done is closed: nil after Close;
+// the *Error the server sent; a wrapped ErrStreamReset when the server reset
+// the replication (a reader too slow) or ErrReplicaEnded when it ended it;
+// the Client's end (ErrClientClosed, or its *CloseError).
+func (r *ClientReplica) Err() error {
+	select {
+	case <-r.done:
+	default:
+		return nil
 	}
-	old := r.cur
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// run follows the replication of each session: when one ends with its
+// session it replicates again on the next; when the server ends one while
+// its session lives, the replica ends with the reason.
+func (r *ClientReplica) run(cur *Replica) {
+	defer r.c.wg.Done()
+	defer close(r.done)
+	defer r.cancel()
+	ctx := r.ctx
+	bo := backoff{min: r.c.o.MinBackoff, max: r.c.o.MaxBackoff}
+	for {
+		select {
+		case <-cur.Done():
+		case <-ctx.Done():
+			r.end(r.c.endErr())
+			return
+		}
+		if r.isClosed() {
+			return
+		}
+		if err := cur.Err(); err != nil && !cur.st.sess.ys.IsClosed() {
+			r.end(err) // the server ended it, not the session's end
+			return
+		}
+		r.setCurrent(nil)
+		for cur = nil; cur == nil; {
+			sess, changed := r.c.current()
+			if sess != nil {
+				next, err := r.replicate(ctx, sess)
+				var perr *Error
+				switch {
+				case err == nil:
+					if !r.setCurrent(next) {
+						next.Close()
+						return
+					}
+					cur = next
+					bo.reset()
+					continue
+				case errors.As(err, &perr) && perr.Code.Permanent():
+					r.end(err)
+					return
+				}
+				changed = nil // refused for now: try again after a while
+			}
+			if changed == nil {
+				if !sleep(ctx, bo.next()) {
+					r.end(r.c.endErr())
+					return
+				}
+				continue
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				r.end(r.c.endErr())
+				return
+			}
+		}
+	}
+}
+
+func (r *ClientReplica) replicate(ctx context.Context, sess *Session) (*Replica, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.c.o.DialTimeout)
+	defer cancel()
+	return sess.Replicate(ctx, r.ns, r.m, r.opts)
+}
+
+func (r *ClientReplica) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// setCurrent makes cur the current replication, unless the replica was
+// closed meanwhile.
+func (r *ClientReplica) setCurrent(cur *Replica) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.cur = cur
+	return true
+}
+
+// end records why the replica ended.
+func (r *ClientReplica) end(err error) {
+	r.mu.Lock()
+	if !r.closed {
+		r.err = err
+	}
 	r.cur = nil
-	r.joining = true
 	r.mu.Unlock()
-
-	if old != nil {
-		old.Close()
-	}
-	var cur *Replica
-	if sess != nil {
-		ctx, cancel := context.WithTimeout(ctx, r.c.o.DialTimeout)
-		cur, _ = sess.Replicate(ctx, r.ns, r.m, r.opts) // a failure waits for the next reconnect
-		cancel()
-	}
-
-	r.mu.Lock()
-	r.joining = false
-	closed := r.closed
-	if !closed {
-		r.cur = cur
-	}
-	r.mu.Unlock()
-	if closed && cur != nil {
-		cur.Close()
-	}
+	r.c.mu.Lock()
+	delete(r.c.replicas, r)
+	r.c.mu.Unlock()
 }
 
 // Close stops replicating.
@@ -477,6 +721,7 @@ func (r *ClientReplica) Close() error {
 	}
 	r.closed = true
 	cur := r.cur
+	r.cancel()
 	r.mu.Unlock()
 	r.c.mu.Lock()
 	delete(r.c.replicas, r)
