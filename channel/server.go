@@ -397,6 +397,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn, local: ws.LocalAddr(), peer: ws.RemoteAddr()}
 	s.pings.limit = h.cfg.MaxPingsPerSecond
 	s.opens.limit = h.cfg.MaxStreamOpensPerSecond
+	ws.SetPingHandler(s.wsPing)
 	s.ctx, s.cancel = context.WithCancel(h.ctx)
 	if claims != nil {
 		s.claims = claims
@@ -433,6 +434,28 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	h.nSessionsTotal.Add(1)
 	log.Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
 	return s
+}
+
+// wsPing answers a WebSocket ping with a pong, as gorilla's default
+// handler does, within the session's budget of pings, which yamux pings
+// share: past it the session is closed with 4400, as for yamux pings. It
+// runs in the read loop; the loop goes on reading (pings go unanswered)
+// until the client's close message or the close linger.
+func (s *session) wsPing(data string) error {
+	if s.mux.isClosed() {
+		return nil
+	}
+	if !s.pings.allow() {
+		s.log.Info("closing session: WebSocket ping flood")
+		s.close(CloseProtocolError, "too many pings (WebSocket and yamux)")
+		return nil
+	}
+	err := s.conn.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.h.cfg.WriteTimeout))
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
 }
 
 func (s *session) close(code int, reason string) {
