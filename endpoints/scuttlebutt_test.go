@@ -829,16 +829,23 @@ type npmPeer struct {
 // node_modules are missing.
 func interopDir(t testing.TB) (dir, node string) {
 	t.Helper()
+	// Without Node.js or the npm packages the test cannot run: a plain
+	// `go test ./...` on a fresh clone skips it, saying how to enable it;
+	// the project's test command installs them and requires it.
+	missing := t.Skipf
+	if os.Getenv("SIGNALCHANNEL_REQUIRE_INTEROP") != "" {
+		missing = t.Fatalf
+	}
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Fatalf("node not found: the npm interoperability test needs Node.js 18 or later in PATH, then `npm ci --prefix js/interop`")
+		missing("SKIPPED: the npm scuttlebutt interoperability test needs Node.js 18 or later in PATH, then `npm ci --prefix js/interop` (or run `bash scripts/test.sh`)")
 	}
 	dir, err = filepath.Abs(filepath.Join("..", "js", "interop"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "scuttlebutt", "model.js")); err != nil {
-		t.Fatalf("js/interop/node_modules is missing: run `npm ci --prefix js/interop` from the repository root first (%v)", err)
+		missing("SKIPPED: the npm scuttlebutt interoperability test needs js/interop/node_modules: run `npm ci --prefix js/interop` from the repository root (or `bash scripts/test.sh`), then test again")
 	}
 	return dir, node
 }
