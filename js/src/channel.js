@@ -81,6 +81,9 @@ export async function connect (url, options = {}) {
       ws.removeEventListener('error', onError)
       ws.removeEventListener('close', onClose)
       signal?.removeEventListener('abort', onAbort)
+      // A socket given up on may still report an error (the ws package
+      // does, a tick after close() while connecting); unheard, Node throws it.
+      if (err) ws.addEventListener('error', () => {})
       err ? reject(err) : resolve()
     }
     const onOpen = () => finish()

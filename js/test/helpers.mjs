@@ -202,6 +202,11 @@ export function hs256Secret (secret = 'js-test-secret-'.repeat(4)) {
   return { file, secret, mint, token, remove: () => rmSync(dir, { recursive: true, force: true }) }
 }
 
+/** sleep resolves after ms. */
+export function sleep (ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
 const helpCache = new Map()
 
 /**

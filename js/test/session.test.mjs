@@ -7,7 +7,7 @@ import { WebSocketServer, WebSocket as WS } from 'ws'
 import { connect, SignalChannelError } from '../src/index.js'
 import { ByteReader } from '../src/bytes.js'
 import { readReply } from '../src/channel.js'
-import { startServer, unique, waitFor, within, expectCode, caught } from './helpers.mjs'
+import { startServer, unique, waitFor, within, expectCode, caught, sleep } from './helpers.mjs'
 
 const dec = new TextDecoder()
 
@@ -175,6 +175,17 @@ test('an aborted signal cancels connect and open', () => withServer([], async (s
   await assert.rejects(connect(srv.url, { signal: AbortSignal.abort() }), (e) => e.name === 'AbortError')
   const ch = await dial()
   await assert.rejects(ch.echo('x', { signal: AbortSignal.abort() }), (e) => e.name === 'AbortError')
+}))
+
+test('aborting connect while the WebSocket opens leaves no error behind', () => withServer([], async (srv) => {
+  for (let i = 0; i < 20; i++) {
+    const ac = new AbortController()
+    const p = connect(srv.url, { signal: ac.signal })
+    setImmediate(() => ac.abort())
+    await assert.rejects(p, (e) => e.name === 'AbortError')
+  }
+  // The sockets' late errors, if unheard, would be thrown in the next ticks.
+  await sleep(50)
 }))
 
 test('credentials: a token opens what it allows; none is closed with 4401', async () => {

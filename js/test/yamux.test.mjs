@@ -9,7 +9,7 @@ import {
   FLAG_SYN, FLAG_ACK, FLAG_FIN, FLAG_RST, CLOSE_PROTOCOL_ERROR
 } from '../src/yamux.js'
 import { WireMonitor } from './wire.mjs'
-import { pseudoRandom, waitFor, within, pattern, expectCode } from './helpers.mjs'
+import { pseudoRandom, waitFor, within, pattern, expectCode, sleep } from './helpers.mjs'
 
 /**
  * pair joins a client and a server session. Bytes travel asynchronously,
@@ -156,7 +156,7 @@ test('go-away with a protocol error ends the session with the close that follows
   client.receive(encodeHeader(TYPE_GO_AWAY, 0, 0, 1))
   const opened = client.openStream()
   // The client waits for the peer's close message rather than closing first.
-  await new Promise((resolve) => setTimeout(resolve, 20))
+  await sleep(20)
   assert.equal(closes.length, 0)
   server.close(CLOSE_PROTOCOL_ERROR, 'receive window exceeded')
   for (const p of [s.read(), opened]) {
@@ -173,7 +173,7 @@ test('a session whose transport is going away closes it itself after closeLinger
   const client = new Session(failing, { client: true, closeLingerMs: 50 })
   const s = await client.openStream() // its SYN is the write that fails
   const read = s.read()
-  await new Promise((resolve) => setTimeout(resolve, 10))
+  await sleep(10)
   assert.equal(client.closed, false, 'the session waits for the transport to end')
   const err = await within(expectCode(read, 'closed'), 2000, 'the linger')
   assert.equal(err.message, 'transport write failed')
@@ -185,7 +185,7 @@ test('a failed write waits for the transport to end with the peer\'s code', asyn
   const client = new Session(failing, { client: true })
   const s = await client.openStream()
   const write = s.write('header\n')
-  await new Promise((resolve) => setTimeout(resolve, 10))
+  await sleep(10)
   client.transportClosed(4429, 'sessions per address limit (1) reached')
   for (const p of [s.read(), write.then(() => s.read()), client.openStream()]) {
     const err = await expectCode(p, 'closed')
