@@ -55,7 +55,11 @@ function wins (u, v) {
  * Events: `update` ([key, value], ts, source), `change` (key, value),
  * `change:<key>` (value), `sync` (once a replication stream has received the
  * server's history), `error` (SignalChannelError: a replication stream
- * failed), `close` (a replication stream ended).
+ * failed after its history arrived, with the code of the server's error
+ * object (`limit`, `bad_line`), `reset` when the server dropped it as too
+ * slow, or `closed` when the session ended; a failure before is the
+ * rejection of Channel.model instead), `close` (a replication stream
+ * ended).
  */
 export class Model extends Emitter {
   /**
@@ -369,7 +373,9 @@ export class Replication {
     const err = e instanceof SignalChannelError ? e : new SignalChannelError('closed', String(e?.message ?? e))
     this.error = err
     this.stream.reset()
-    if (this.model.listenerCount('error') > 0) this.model.emit('error', err)
+    // Before the history has arrived the failure is synced()'s rejection
+    // (Channel.model rejects with it); after, the model reports it.
+    if (this.isSynced) this.model.emit('error', err)
     this.end(err)
   }
 

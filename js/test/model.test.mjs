@@ -183,6 +183,16 @@ function describeServer () {
     await (await ch.echo(unique('after'))).send('ok')
   })
 
+  test('a replication that fails before the history arrives rejects, and is not also an error event', async () => {
+    const m = new Model({ id: 'x'.repeat(MAX_LINE_BYTES) }) // its digest is over the line limit
+    const errors = []
+    m.on('error', (e) => errors.push(e))
+    const err = await expectCode((await dial()).model(unique('early'), { model: m }), 'limit')
+    assert.match(err.message, /16384/)
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.deepEqual(errors, [])
+  })
+
   test('wire-compatible with npm scuttlebutt 5.x through the server', async () => {
     const NpmModel = require('scuttlebutt/model')
     const ns = unique('npm')
