@@ -248,6 +248,17 @@ export class Channel {
    * @returns {Promise<Model>}
    */
   async model (namespace, options = {}) {
+    return (await this.replicate(namespace, options)).model
+  }
+
+  /**
+   * replicate is model(), resolving with the Replication: its model, and
+   * its end (done).
+   * @param {string} namespace
+   * @param {import('./index.js').ModelOptions} [options]
+   * @returns {Promise<import('./model.js').Replication>}
+   */
+  async replicate (namespace, options = {}) {
     const header = { endpoint: 'scuttlebutt', namespace }
     if (options.ephemeral) header.ephemeral = true
     const { stream, reader, reply } = await this.open(header, options)
@@ -261,7 +272,7 @@ export class Channel {
       rep.stop(true)
       throw e
     }
-    return model
+    return rep
   }
 
   /**

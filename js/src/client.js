@@ -1,7 +1,22 @@
 import { connect } from './channel.js'
 import { Emitter } from './emitter.js'
-import { SignalChannelError } from './errors.js'
+import { SignalChannelError, closedError } from './errors.js'
 import { Model } from './model.js'
+
+/** Close codes the reconnecting client treats apart (PROTOCOL.md section 6). */
+const GOING_AWAY = 1001
+const TRY_AGAIN_LATER = 1013
+const UNAUTHORIZED = 4401
+const LIMIT = 4429
+
+/**
+ * PERMANENT_REFUSALS are the stream refusals that every later try would
+ * meet again: a handle refused so when it rejoins ends with the error.
+ */
+const PERMANENT_REFUSALS = new Set(['forbidden', 'bad_namespace', 'bad_header', 'unknown_endpoint', 'bad_token'])
+
+/** TRANSIENT_REFUSALS are tried again, with backoff, on the same session. */
+const TRANSIENT_REFUSALS = new Set(['limit', 'timeout', 'internal'])
 
 /**
  * reconnect connects to the first of urls that answers and returns a Client
@@ -24,6 +39,13 @@ export async function reconnect (urls, options = {}) {
  * Client is a reconnecting connection. Events: `connect` (url) after every
  * session that opens, `disconnect` ({code, reason}) when one ends.
  *
+ * Between two dials it waits a backoff, jittered, that doubles from
+ * minBackoff to maxBackoff and goes back to minBackoff only after a session
+ * stayed open for maxBackoff. A server that is shutting down (1001) is left
+ * for the next URL at once; one that refuses the session (4429, 1013) is
+ * dialled again after the backoff. 4401 ends the client, unless
+ * options.getToken gives a new token for each dial.
+ *
  * Frames sent while disconnected are refused (`closed`); a model resyncs
  * through the scuttlebutt digest, so what changed on either side meanwhile
  * reaches the other. Relay pipes end with their session.
@@ -34,26 +56,43 @@ export class Client extends Emitter {
     if (urls.length === 0) throw new TypeError('reconnect needs at least one URL')
     this.urls = urls
     this.options = options
+    this.getToken = typeof options.getToken === 'function' ? options.getToken : null
     this.minBackoff = options.minBackoff ?? 100
     this.maxBackoff = options.maxBackoff ?? 5000
+    /** backoff is the wait before the next dial, before jitter. */
+    this.backoff = this.minBackoff
     /** @type {import('./channel.js').Channel | null} the open session, null while reconnecting */
     this.channel = null
+    this.openedAt = 0
     this.next = 0
     this.ended = false
+    /** @type {SignalChannelError | null} what handles' calls fail with once the client has ended */
+    this.endError = null
+    /** stopping aborts at the end: waits and dials under way stop. */
+    this.stopping = new AbortController()
     /** @type {Set<ReconnectingEcho>} */
     this.echoes = new Set()
-    /** @type {Map<Model, {namespace: string, options: object}>} */
+    /** @type {Map<Model, {namespace: string, options: object, rep: import('./model.js').Replication}>} */
     this.models = new Map()
     this.changed = deferred()
+    const closed = deferred()
+    this.resolveClosed = closed.resolve
+    /**
+     * closed resolves with {code, reason} once the client has ended for
+     * good: refused with 4401 (without getToken), or close().
+     * @type {Promise<{code: number, reason: string}>}
+     */
+    this.closed = closed.promise
   }
 
-  /** dial tries every URL once, from the next one on. */
-  async dial (signal) {
+  /** dial tries every URL once, from the next one on, each with a new token from getToken. */
+  async dial (signal = this.stopping.signal) {
     let last
     for (let i = 0; i < this.urls.length; i++) {
       const url = this.urls[this.next % this.urls.length]
       try {
-        const ch = await connect(url, { ...this.options, signal })
+        const token = this.getToken ? await this.getToken() : this.options.token
+        const ch = await connect(url, { ...this.options, token, signal })
         this.setChannel(ch)
         this.emit('connect', String(url))
         return
@@ -68,6 +107,7 @@ export class Client extends Emitter {
 
   setChannel (ch) {
     this.channel = ch
+    this.openedAt = Date.now()
     const changed = this.changed
     this.changed = deferred()
     changed.resolve()
@@ -76,34 +116,121 @@ export class Client extends Emitter {
   /** watch waits for each session to end, dials again and rejoins. */
   async watch () {
     while (!this.ended) {
-      const ch = this.channel
-      const closed = await ch.closed
+      const closed = await this.channel.closed
       if (this.ended) return
+      const lasted = Date.now() - this.openedAt
       this.setChannel(null)
       this.emit('disconnect', closed)
-      let backoff = this.minBackoff
+      if (closed.code === UNAUTHORIZED && !this.getToken) {
+        this.end(closedError(closed.code, closed.reason))
+        this.resolveClosed(closed)
+        return
+      }
+      const refused = closed.code === LIMIT || closed.code === TRY_AGAIN_LATER
+      if (lasted >= this.maxBackoff && !refused) this.backoff = this.minBackoff
+      // A server shutting down: the next one at once.
+      let wait = closed.code !== GOING_AWAY
+      if (!wait) this.next++
       while (!this.ended) {
+        if (wait) await this.pause()
+        wait = true
+        if (this.ended) break
         try {
           await this.dial()
           break
-        } catch {
-          await sleep(backoff / 2 + Math.random() * backoff / 2)
-          backoff = Math.min(2 * backoff, this.maxBackoff)
-        }
+        } catch {}
       }
       if (this.ended) {
         this.channel?.close()
         return
       }
       for (const e of this.echoes) e.rejoin(null)
-      for (const [model, { namespace, options }] of this.models) {
-        this.channel.model(namespace, { ...options, model }).catch((err) => model.emit('error', err))
-      }
+      for (const [model, how] of this.models) this.replicate(model, how)
     }
   }
 
+  /** pause waits the backoff, jittered, and doubles it for the next time. */
+  pause () {
+    const b = this.backoff
+    this.backoff = Math.min(2 * b, this.maxBackoff)
+    return this.sleep(jitter(b))
+  }
+
+  /** sleep waits ms, or until the client ends. */
+  sleep (ms) {
+    const signal = this.stopping.signal
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      signal.addEventListener('abort', done)
+      if (signal.aborted) done()
+    })
+  }
+
+  /**
+   * reopen runs open() for a handle on session ch: a transient refusal
+   * (limit, timeout, internal) is reported to failed and tried again after
+   * a backoff, on the same session. It resolves with what open resolved
+   * with, or null once the session changed or gone() is true, and rejects
+   * with any other error.
+   * @template T
+   * @param {import('./channel.js').Channel} ch
+   * @param {() => Promise<T>} open
+   * @param {() => boolean} gone
+   * @param {(err: SignalChannelError) => void} [failed]
+   * @returns {Promise<T | null>}
+   */
+  async reopen (ch, open, gone, failed) {
+    let backoff = this.minBackoff
+    for (;;) {
+      try {
+        return await open()
+      } catch (e) {
+        if (!TRANSIENT_REFUSALS.has(e?.code)) throw e
+        failed?.(e)
+      }
+      await this.sleep(jitter(backoff))
+      backoff = Math.min(2 * backoff, this.maxBackoff)
+      if (this.channel !== ch || this.ended || gone()) return null
+    }
+  }
+
+  /**
+   * replicate replicates model again on the new session. Each failure is
+   * reported to the model ('error'); a permanent refusal ends its
+   * replication through this client.
+   */
+  replicate (model, { namespace, options }) {
+    const ch = this.channel
+    const report = (err) => model.emit('error', err)
+    this.reopen(ch, () => ch.replicate(namespace, { ...options, model }), () => !this.models.has(model), report).then((rep) => {
+      if (rep) this.follow(rep, ch, namespace, options)
+    }, (err) => {
+      if (PERMANENT_REFUSALS.has(err?.code)) this.models.delete(model)
+      report(err)
+    })
+  }
+
+  /**
+   * follow keeps rep's model in the client, to replicate again after the
+   * next reconnect, as long as rep ends only with its session ch. A
+   * replication that ends while its session lives (the server's error
+   * object, a reset, or model.close()) takes the model out.
+   */
+  follow (rep, ch, namespace, options) {
+    const model = rep.model
+    this.models.set(model, { namespace, options, rep })
+    rep.done.then(() => {
+      if (!ch.session.closed && this.models.get(model)?.rep === rep) this.models.delete(model)
+    })
+  }
+
   current () {
-    if (this.ended) throw new SignalChannelError('closed', 'the client is closed')
+    if (this.ended) throw this.endError
     if (!this.channel) throw new SignalChannelError('closed', 'disconnected, reconnecting')
     return this.channel
   }
@@ -120,32 +247,51 @@ export class Client extends Emitter {
 
   /**
    * model replicates a Model with namespace, again after every reconnect,
-   * and resolves once the first history has arrived.
+   * and resolves once the first history has arrived. A replication the
+   * server ends while the session lives (an error object, a reset) is
+   * reported by the model ('error') and not replicated again: call model()
+   * again to go on.
    * @param {string} namespace
    * @param {import('./index.js').ModelOptions} [options]
    */
   async model (namespace, options = {}) {
-    const model = await this.current().model(namespace, options)
+    const ch = this.current()
+    const rep = await ch.replicate(namespace, options)
     const { signal, ...rest } = options
-    this.models.set(model, { namespace, options: rest })
-    return model
+    this.follow(rep, ch, namespace, rest)
+    return rep.model
   }
 
   /** relay opens a relay pipe on the current session; it ends with it. */
-  relay (namespace, local, remote, options) {
+  async relay (namespace, local, remote, options) {
     return this.current().relay(namespace, local, remote, options)
   }
 
-  /** close ends the session and stops reconnecting. */
-  close () {
+  /** end stops the client for good: handles' calls fail with err from now on. */
+  end (err) {
+    if (this.ended) return
     this.ended = true
+    this.endError = err
+    this.stopping.abort()
     this.changed.resolve()
+  }
+
+  /** close ends the session and stops reconnecting; it resolves as closed does. */
+  close () {
+    if (this.ended) return this.closed
+    const ch = this.channel
+    this.end(new SignalChannelError('closed', 'the client is closed'))
     for (const m of this.models.keys()) m.close()
-    return this.channel ? this.channel.close() : Promise.resolve()
+    this.resolveClosed(ch ? ch.close() : { code: 1000, reason: '' })
+    return this.closed
   }
 }
 
-/** ReconnectingEcho is an echo member that rejoins after a reconnect or a drop. */
+/**
+ * ReconnectingEcho is an echo member that rejoins after a reconnect or a
+ * drop. A rejoin the server refuses for good (forbidden, say) ends it: its
+ * calls fail with that error.
+ */
 export class ReconnectingEcho {
   constructor (client, namespace, echo) {
     this.client = client
@@ -154,20 +300,26 @@ export class ReconnectingEcho {
     this.curChannel = client.channel // the session cur belongs to
     this.closing = false
     this.joining = null
+    /** @type {SignalChannelError | null} the permanent refusal that ended this member */
+    this.error = null
   }
 
   /** send writes one frame; while reconnecting it rejects with `closed`. */
   send (data) {
+    if (this.error) return Promise.reject(this.error)
+    if (this.client.ended) return Promise.reject(this.client.endError)
     if (!this.cur) return Promise.reject(new SignalChannelError('closed', 'disconnected, reconnecting'))
     return this.cur.send(data)
   }
 
   /**
    * recv resolves with the next frame, waiting across reconnects (frames
-   * sent meanwhile are lost), or null after close().
+   * sent meanwhile are lost), or null after close(). It rejects once the
+   * client has ended, or a rejoin was refused for good.
    */
   async recv () {
     for (;;) {
+      if (this.error) throw this.error
       if (this.closing && !this.cur) return null
       const cur = this.cur
       if (cur) {
@@ -180,34 +332,44 @@ export class ReconnectingEcho {
         await this.rejoin(cur)
         continue
       }
-      if (this.client.ended) throw new SignalChannelError('closed', 'the client is closed')
+      if (this.client.ended) throw this.client.endError
       // No member: wait for the rejoin in flight, or start one on the
       // open session; only when there is none, for the next session.
       if (this.joining) {
         await this.joining
         continue
       }
+      const changed = this.client.changed.promise
       if (this.client.channel) {
         await this.rejoin(null)
-        if (this.cur) continue
+        if (this.cur || this.error) continue
       }
-      await this.client.changed.promise
+      await changed
     }
   }
 
   /** rejoin opens a new member, unless another call already replaced failed. */
   rejoin (failed) {
-    if (this.closing || (failed && this.cur !== failed)) return Promise.resolve()
+    if (this.closing || this.error || (failed && this.cur !== failed)) return Promise.resolve()
     if (this.joining) return this.joining
     const ch = this.client.channel
     if (!failed && this.cur && this.curChannel === ch) return Promise.resolve() // already rejoined
     if (this.cur) this.cur.reset()
     this.cur = null
     if (!ch) return Promise.resolve()
-    this.joining = ch.echo(this.namespace).then((e) => {
+    this.joining = this.client.reopen(ch, () => ch.echo(this.namespace), () => this.closing).then((e) => {
+      if (!e) return
+      if (this.closing) {
+        e.close().catch(() => {})
+        return
+      }
       this.cur = e
       this.curChannel = ch
-    }, () => {}).finally(() => { this.joining = null })
+    }, (err) => {
+      if (!PERMANENT_REFUSALS.has(err?.code)) return // the session went: the next one rejoins
+      this.error = err
+      this.client.echoes.delete(this)
+    }).finally(() => { this.joining = null })
     return this.joining
   }
 
@@ -227,12 +389,13 @@ export class ReconnectingEcho {
   }
 }
 
+/** jitter returns a wait drawn uniformly from [b/2, b]. */
+function jitter (b) {
+  return b / 2 + Math.random() * b / 2
+}
+
 function deferred () {
   let resolve
   const promise = new Promise((r) => { resolve = r })
   return { promise, resolve }
-}
-
-function sleep (ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }

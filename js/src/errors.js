@@ -26,3 +26,13 @@ export class SignalChannelError extends Error {
     if (details.closeReason !== undefined) this.closeReason = details.closeReason
   }
 }
+
+/**
+ * closedError is the `closed` error of a connection the server ended with
+ * a close code: "closed 4401 token expired", code and reason attached.
+ * @param {number} code
+ * @param {string} [reason]
+ */
+export function closedError (code, reason = '') {
+  return new SignalChannelError('closed', `closed ${code}${reason ? ' ' + reason : ''}`, { closeCode: code, closeReason: reason })
+}

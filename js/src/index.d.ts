@@ -63,9 +63,21 @@ export interface ModelOptions extends OpenOptions {
 }
 
 export interface ReconnectOptions extends ConnectOptions {
-  /** Wait between two rounds of attempts, doubling from minBackoff up to maxBackoff, in ms. Defaults 100 and 5000. */
+  /**
+   * The wait before a dial, in ms: it doubles from minBackoff up to
+   * maxBackoff, each wait drawn uniformly from [b/2, b], and goes back to
+   * minBackoff only after a session stayed open for maxBackoff (never after
+   * a 4429 or 1013). Defaults 100 and 5000.
+   */
   minBackoff?: number
   maxBackoff?: number
+  /**
+   * Called before every dial, the first included, for the token to send
+   * instead of `token`. With it, a session closed with 4401 (a token
+   * expired, say) is dialled again, with backoff; without it, 4401 ends the
+   * client.
+   */
+  getToken?: () => string | Promise<string>
 }
 
 /**
@@ -75,10 +87,17 @@ export interface ReconnectOptions extends ConnectOptions {
  */
 export function reconnect (urls: string | URL | Array<string | URL>, options?: ReconnectOptions): Promise<Client>
 
-/** A reconnecting connection. Events: `connect` (url), `disconnect` ({code, reason}). */
+/**
+ * A reconnecting connection. Events: `connect` (url), `disconnect` ({code, reason}).
+ * Once it has ended (4401 without getToken, or close()), every call of the
+ * client and its handles rejects with a `closed` SignalChannelError
+ * carrying the close code and reason.
+ */
 export class Client {
   /** The open session, or null while reconnecting. */
   readonly channel: Channel | null
+  /** Resolves with the close code and reason when the client ends for good: 4401 without getToken, or close(). */
+  readonly closed: Promise<{ code: number, reason: string }>
   /** Joins an echo namespace and keeps it joined across reconnects. */
   echo (namespace: string, options?: OpenOptions): Promise<ReconnectingEcho>
   /** Replicates a Model with a namespace, again after every reconnect. */
@@ -88,16 +107,24 @@ export class Client {
   on (event: 'connect', fn: (url: string) => void): this
   on (event: 'disconnect', fn: (closed: { code: number, reason: string }) => void): this
   off (event: string, fn: (...args: any[]) => void): this
-  /** Ends the session and stops reconnecting. */
-  close (): Promise<unknown>
+  /** Ends the session and stops reconnecting; resolves as `closed` does. */
+  close (): Promise<{ code: number, reason: string }>
 }
 
-/** An echo member that rejoins after a reconnect or after the server dropped it. */
+/**
+ * An echo member that rejoins after a reconnect or after the server dropped
+ * it. A rejoin refused with `limit`, `timeout` or `internal` is tried again,
+ * with backoff; one refused with `forbidden`, `bad_namespace`, `bad_header`,
+ * `unknown_endpoint` or `bad_token` ends the member: its calls reject with
+ * that error.
+ */
 export class ReconnectingEcho implements AsyncIterable<Uint8Array> {
   readonly namespace: string
+  /** The refusal that ended this member, or null. */
+  readonly error: SignalChannelError | null
   /** Sends one frame; rejects with `closed` while reconnecting. */
   send (data: string | ArrayBuffer | ArrayBufferView): Promise<void>
-  /** The next frame, waiting across reconnects, or null after close(). */
+  /** The next frame, waiting across reconnects, or null after close(); rejects once the member or the client has ended. */
   recv (): Promise<Uint8Array | null>
   [Symbol.asyncIterator] (): AsyncIterator<Uint8Array>
   /** Leaves for good. */
@@ -164,6 +191,12 @@ export interface ModelEvents {
   update: (kv: [string, any], ts: number, source: string, signature?: any) => void
   change: (key: string, value: any) => void
   sync: () => void
+  /**
+   * A replication stream failed after its history arrived: the server's
+   * error object (`limit`, `bad_line`), `reset` (dropped as too slow), or
+   * `closed` (the session ended). A failure before is Channel.model's
+   * rejection; a Client reports the failures of its resyncs here.
+   */
   error: (err: SignalChannelError) => void
   close: (err: SignalChannelError | null) => void
 }

@@ -2,7 +2,7 @@
 // that carries bytes in order. Frames may be split across transport messages
 // and several may share one: the session parses a byte stream.
 
-import { SignalChannelError } from './errors.js'
+import { SignalChannelError, closedError } from './errors.js'
 import { toBytes } from './bytes.js'
 
 export const HEADER_SIZE = 12
@@ -263,8 +263,7 @@ export class Session {
    * @param {string} [reason]
    */
   transportClosed (code, reason) {
-    const msg = code ? `closed ${code}${reason ? ' ' + reason : ''}` : 'session closed'
-    this.shutdown(new SignalChannelError('closed', msg, { closeCode: code, closeReason: reason }))
+    this.shutdown(code ? closedError(code, reason) : new SignalChannelError('closed', 'session closed', { closeCode: code, closeReason: reason }))
   }
 
   /**

@@ -202,6 +202,42 @@ export function hs256Secret (secret = 'js-test-secret-'.repeat(4)) {
   return { file, secret, mint, token, remove: () => rmSync(dir, { recursive: true, force: true }) }
 }
 
+/** serverFor starts a server (startServer's arguments) that stops after test t. */
+export async function serverFor (t, args, options) {
+  const srv = await startServer(args, options)
+  t.after(() => srv.stop())
+  return srv
+}
+
+/**
+ * tokenServerFor starts a server for test t that requires tokens signed with
+ * a new HS256 secret and ends them at their exp (-auth-leeway 0s). It
+ * resolves with the server and the secret (hs256Secret).
+ */
+export async function tokenServerFor (t, args = []) {
+  const secret = hs256Secret()
+  t.after(() => secret.remove())
+  const srv = await serverFor(t, ['-auth-secret-file', secret.file, '-auth-leeway', '0s', ...args])
+  return { srv, secret }
+}
+
+/** closeAfter closes a channel or client (connect, reconnect) after test t, and returns it. */
+export function closeAfter (t, c) {
+  t.after(() => c.close())
+  return c
+}
+
+/**
+ * metric returns a sample from the server's /metrics, named with its labels
+ * as the server writes them (`signalchannel_session_closes_total{code="4401"}`),
+ * or 0 when the server has none yet.
+ */
+export async function metric (srv, sample) {
+  const text = await (await fetch(`${srv.httpURL}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(sample + ' '))
+  return line ? Number(line.slice(sample.length + 1)) : 0
+}
+
 /** sleep resolves after ms. */
 export function sleep (ms) {
   return new Promise((resolve) => setTimeout(resolve, ms))

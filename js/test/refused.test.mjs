@@ -8,7 +8,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect } from '../src/index.js'
-import { startServer, within, caught, hs256Secret } from './helpers.mjs'
+import { serverFor, tokenServerFor, closeAfter, within, caught } from './helpers.mjs'
 
 const DIALS = 200
 
@@ -36,29 +36,17 @@ async function expectRefused (url, token, code, reason) {
   assert.equal(seen.get(want), DIALS, `the open's error:\n${report}`)
 }
 
-test('4429: every refused session reports the sessions per address limit', async () => {
-  const srv = await startServer(['-max-sessions-per-ip', '1'])
-  let hold
-  try {
-    hold = await connect(srv.url) // the one session the address may have
-    await expectRefused(srv.url, undefined, 4429, 'sessions per address limit (1) reached')
-  } finally {
-    hold?.close()
-    await srv.stop()
-  }
+test('4429: every refused session reports the sessions per address limit', async (t) => {
+  const srv = await serverFor(t, ['-max-sessions-per-ip', '1'])
+  closeAfter(t, await connect(srv.url)) // the one session the address may have
+  await expectRefused(srv.url, undefined, 4429, 'sessions per address limit (1) reached')
 })
 
 test('4401: every session without a valid token reports why', async (t) => {
-  const secret = hs256Secret()
-  const srv = await startServer(['-auth-secret-file', secret.file])
-  try {
-    await t.test('missing credentials', () => expectRefused(srv.url, undefined, 4401, 'missing credentials'))
-    await t.test('badly signed token', () => {
-      const forged = secret.mint({ sub: 'js', allow: ['echo:*'], exp: Math.floor(Date.now() / 1000) + 3600 }, 'another-secret-'.repeat(4))
-      return expectRefused(srv.url, forged, 4401, 'invalid token: signature')
-    })
-  } finally {
-    await srv.stop()
-    secret.remove()
-  }
+  const { srv, secret } = await tokenServerFor(t)
+  await t.test('missing credentials', () => expectRefused(srv.url, undefined, 4401, 'missing credentials'))
+  await t.test('badly signed token', () => {
+    const forged = secret.mint({ sub: 'js', allow: ['echo:*'], exp: Math.floor(Date.now() / 1000) + 3600 }, 'another-secret-'.repeat(4))
+    return expectRefused(srv.url, forged, 4401, 'invalid token: signature')
+  })
 })

@@ -1,6 +1,6 @@
 // Compiled by types.test.mjs against the package's declarations: the
 // snippets of README.md, typed.
-import { connect, Model, SignalChannelError, type Update } from 'signalchannel'
+import { connect, reconnect, Model, SignalChannelError, type Update } from 'signalchannel'
 
 export async function usage (token: string): Promise<void> {
   const ch = await connect('ws://127.0.0.1:8080/v1/channel', { token })
@@ -32,4 +32,26 @@ export async function usage (token: string): Promise<void> {
   }
   const { code } = await ch.close()
   void code
+}
+
+export async function reconnecting (fetchToken: () => Promise<string>): Promise<void> {
+  const client = await reconnect(['ws://a.example:8080/v1/channel', 'ws://b.example:8080/v1/channel'], { getToken: fetchToken })
+  client.on('disconnect', ({ code, reason }) => { void code; void reason })
+  const room = await client.echo('room-1')
+  try {
+    for await (const frame of room) void frame.byteLength
+  } catch (e) {
+    if (e instanceof SignalChannelError && e.code === 'closed') {
+      const code: number | undefined = e.closeCode
+      const reason: string | undefined = e.closeReason
+      void code
+      void reason
+    }
+  }
+  const fixed = await reconnect('ws://127.0.0.1:8080/v1/channel', { token: 'a token', minBackoff: 100, maxBackoff: 5000, getToken: () => 'a token' })
+  const { code, reason } = await fixed.closed
+  void code
+  void reason
+  const closed: { code: number, reason: string } = await fixed.close()
+  void closed
 }
