@@ -42,6 +42,9 @@ const (
 	CloseProtocolError = 4400
 	CloseUnauthorized  = 4401
 	CloseLimit         = 4429
+
+	// closeTryAgainLater is RFC 6455's 1013: a server overloaded for now.
+	closeTryAgainLater = websocket.CloseTryAgainLater
 )
 
 // resetRing is how many recently reset stream ids a conn remembers, to drop

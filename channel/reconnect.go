@@ -26,8 +26,8 @@ type ReconnectOptions struct {
 	URLs []string
 	// Dial configures each connection.
 	Dial DialOptions
-	// TokenFunc, if set, returns the token for each dial, the first one
-	// included, in place of Dial.Token. With it, a session the server
+	// TokenFunc, if set, is called before every dial, the first one
+	// included, for the token to send in place of Dial.Token. With it, a session the server
 	// closes with 4401 (a token that expired, say) is dialled again with a
 	// fresh token; without it, 4401 ends the Client (Done, Err), since the
 	// same token would be refused again.
@@ -36,7 +36,8 @@ type ReconnectOptions struct {
 	// from MinBackoff up to MaxBackoff, each wait drawn at random between
 	// half the bound and the bound. The wait starts again from MinBackoff
 	// only after a session has stayed open for MaxBackoff, so a server that
-	// upgrades and then refuses (4401, 4429, 1013) is not dialled in a loop.
+	// upgrades and then refuses (4401, 4429, 1013) is not dialled in a loop;
+	// a close with 4429 or 1013 (try again later) never restarts it.
 	// After a shutdown (1001) the next URL is dialled at once. Defaults
 	// 100ms and 5s.
 	MinBackoff, MaxBackoff time.Duration
@@ -173,23 +174,13 @@ func (c *Client) setSession(s *Session) {
 
 // dial tries each URL once, from the next one on.
 func (c *Client) dial(ctx context.Context) (*Session, string, error) {
-	opts := c.o.Dial
-	if c.o.TokenFunc != nil {
-		dctx, cancel := context.WithTimeout(ctx, c.o.DialTimeout)
-		tok, err := c.o.TokenFunc(dctx)
-		cancel()
-		if err != nil {
-			return nil, "", fmt.Errorf("channel: token: %w", err)
-		}
-		opts.Token = tok
-	}
 	var errs []error
 	for range c.o.URLs {
 		c.mu.Lock()
 		url := c.o.URLs[c.next%len(c.o.URLs)]
 		c.mu.Unlock()
 		dctx, cancel := context.WithTimeout(ctx, c.o.DialTimeout)
-		s, err := Dial(dctx, url, opts)
+		s, err := c.dialOne(dctx, url)
 		cancel()
 		if err == nil {
 			return s, url, nil
@@ -201,6 +192,19 @@ func (c *Client) dial(ctx context.Context) (*Session, string, error) {
 		}
 	}
 	return nil, "", errors.Join(errs...)
+}
+
+// dialOne dials url, with a token from TokenFunc if there is one.
+func (c *Client) dialOne(ctx context.Context, url string) (*Session, error) {
+	opts := c.o.Dial
+	if c.o.TokenFunc != nil {
+		tok, err := c.o.TokenFunc(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("channel: token for %s: %w", url, err)
+		}
+		opts.Token = tok
+	}
+	return Dial(ctx, url, opts)
 }
 
 // skip moves on to the next URL.
@@ -229,8 +233,8 @@ func (c *Client) run() {
 		if c.o.OnDisconnect != nil {
 			c.o.OnDisconnect(code, reason)
 		}
-		if time.Since(opened) >= c.o.MaxBackoff {
-			bo.reset()
+		if time.Since(opened) >= c.o.MaxBackoff && code != CloseLimit && code != closeTryAgainLater {
+			bo.reset() // a session that held: start again from MinBackoff
 		}
 		wait := true
 		switch code {
