@@ -275,21 +275,25 @@ func TestPairerExactlyOnceUnderRaces(t *testing.T) {
 	}
 }
 
-// transferSize is what TestPairerLargeTransfer sends each way: 256 MiB, or
-// 32 MiB with -short. Under the race detector on two cores 256 MiB each way
-// takes about 20 s.
+// transferSize is what TestPairerLargeTransfer sends each way: 32 MiB, 64
+// times the pipe's window, so that flow control turns over many times, and
+// little enough to finish on a slow machine (about 10 s on two busy cores
+// under the race detector); 8 MiB with -short.
 func transferSize() int64 {
 	if testing.Short() {
-		return 32 << 20
+		return 8 << 20
 	}
-	return 256 << 20
+	return 32 << 20
 }
 
 // A pair across two nodes carries a large transfer intact both ways at once:
 // the SHA-256 of what each side sent equals that of what the other received.
+// The nodes take each other for dead only after a minute of silence: the
+// test is of the bytes, and a starved machine may be silent for seconds.
 func TestPairerLargeTransfer(t *testing.T) {
 	size := transferSize()
-	nodes := newCluster(t, urlsOf(startNATS(t, 2)), clusterOptions{})
+	const opTimeout = time.Minute // one read or write, on a starved machine
+	nodes := newCluster(t, urlsOf(startNATS(t, 2)), clusterOptions{node: Config{DeadAfter: time.Minute}})
 	ch := relayGo(t, nodes[0].srv.URL, "big", "A", "B")
 	waitWaiting(t, nodes[0], 1)
 	b := mustPair(t, relayGo(t, nodes[1].srv.URL, "big", "B", "A"))
@@ -308,7 +312,7 @@ func TestPairerLargeTransfer(t *testing.T) {
 			for {
 				n, err := src.Read(buf)
 				if n > 0 {
-					c.SetWriteDeadline(time.Now().Add(readTimeout))
+					c.SetWriteDeadline(time.Now().Add(opTimeout))
 					if _, werr := c.Write(buf[:n]); werr != nil {
 						t.Errorf("side %d send: %v", i, werr)
 						return
@@ -327,7 +331,7 @@ func TestPairerLargeTransfer(t *testing.T) {
 			buf := make([]byte, 64<<10)
 			var n int64
 			for {
-				c.SetReadDeadline(time.Now().Add(readTimeout))
+				c.SetReadDeadline(time.Now().Add(opTimeout))
 				k, err := c.Read(buf)
 				h.Write(buf[:k])
 				n += int64(k)
