@@ -3,6 +3,7 @@ package channel
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -246,9 +247,17 @@ func (e *Echo) Send(p []byte) error {
 }
 
 // Recv returns the next frame of the namespace. It returns io.EOF after
-// Close, once the server has sent what was queued, and ErrStreamReset if the
-// server dropped this member (too slow, or a frame too large).
-func (e *Echo) Recv() ([]byte, error) { return ReadFrame(e.r, e.max) }
+// Close, once the server has sent what was queued, ErrStreamReset if the
+// server dropped this member (too slow, or a frame too large), and the
+// *Error of an error record (code `limit`: a frame past the member's
+// publish budget was refused and the member has left the namespace).
+func (e *Echo) Recv() ([]byte, error) {
+	if p, err := e.r.Peek(FrameHeaderSize); err == nil && binary.BigEndian.Uint32(p) == ErrorRecordPrefix {
+		e.r.Discard(FrameHeaderSize)
+		return nil, readErrorRecord(e.r)
+	}
+	return ReadFrame(e.r, e.max)
+}
 
 // Close leaves the namespace gracefully: the server stops sending new frames,
 // delivers what it had queued, then ends the stream (Recv returns io.EOF).

@@ -2,8 +2,11 @@ package channel
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+
+	"github.com/signalchannel/signalchannel/model"
 )
 
 // DefaultMaxFrame is the echo endpoint's largest frame (PROTOCOL.md section 3).
@@ -39,6 +42,38 @@ func ReadFrame(r io.Reader, max int) ([]byte, error) {
 func AppendFrame(dst, p []byte) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p)))
 	return append(dst, p...)
+}
+
+// ErrorRecordPrefix begins an error record on an echo member's stream: a
+// length no frame can have. An error object line follows it,
+// {"error":{"code":..,"message":..}} as the scuttlebutt endpoint writes
+// one, and then the server half-closes the stream (PROTOCOL.md section 8).
+const ErrorRecordPrefix = 0xFFFFFFFF
+
+// AppendErrorRecord appends an error record carrying e to dst.
+func AppendErrorRecord(dst []byte, e *Error) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, ErrorRecordPrefix)
+	return model.AppendError(dst, string(e.Code), e.Message)
+}
+
+// readErrorRecord reads the line that follows an error record's prefix
+// and returns its error object as an *Error; a line that is not one is
+// ErrBadReply.
+func readErrorRecord(r io.Reader) error {
+	line, _, err := readLine(r, maxReplyBytes)
+	switch {
+	case err == io.EOF:
+		return io.ErrUnexpectedEOF
+	case errors.Is(err, errLineTooLong):
+		return fmt.Errorf("%w: error record longer than %d bytes", ErrBadReply, maxReplyBytes)
+	case err != nil:
+		return err
+	}
+	m, err := model.ParseLine(line)
+	if err != nil || m.Kind != model.KindError || m.Err.Code == "" {
+		return fmt.Errorf("%w: error record without an error object", ErrBadReply)
+	}
+	return &Error{Code: Code(m.Err.Code), Message: m.Err.Message}
 }
 
 // FrameParser cuts length-prefixed frames out of data that arrives in
