@@ -105,6 +105,7 @@ export class ByteReader {
           const from = Math.max(0, scanned - pos)
           const i = c.indexOf(10, from)
           if (i >= 0) {
+            if (pos + i + 1 > max) throw new RangeError(`line longer than ${max} bytes`)
             const line = this.take(pos + i + 1)
             return line.subarray(0, line.length - 1)
           }

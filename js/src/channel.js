@@ -1,4 +1,4 @@
-import { SignalChannelError } from './errors.js'
+import { SignalChannelError, errorOf } from './errors.js'
 import { ByteReader, toBytes } from './bytes.js'
 import { Session } from './yamux.js'
 import { Echo } from './echo.js'
@@ -125,9 +125,9 @@ export async function readReply (reader) {
   }
   if (reply === null || typeof reply !== 'object' || Array.isArray(reply)) throw new SignalChannelError('bad_reply', 'the reply is not a JSON object')
   if (reply.ok === true) return reply
-  const err = reply.error
-  if (!err || typeof err !== 'object' || typeof err.code !== 'string') throw new SignalChannelError('bad_reply', 'a failure reply without an error object')
-  return { ok: false, error: new SignalChannelError(err.code, typeof err.message === 'string' && err.message ? err.message : err.code) }
+  const error = errorOf(reply.error)
+  if (!error) throw new SignalChannelError('bad_reply', 'a failure reply without an error object')
+  return { ok: false, error }
 }
 
 /**

@@ -36,3 +36,15 @@ export class SignalChannelError extends Error {
 export function closedError (code, reason = '') {
   return new SignalChannelError('closed', `closed ${code}${reason ? ' ' + reason : ''}`, { closeCode: code, closeReason: reason })
 }
+
+/**
+ * errorOf returns the SignalChannelError of a protocol error object
+ * (`{"code": "limit", "message": "..."}`, as failure replies and error
+ * lines carry one), or null when obj is not one.
+ * @param {unknown} obj
+ * @returns {SignalChannelError | null}
+ */
+export function errorOf (obj) {
+  if (!obj || typeof obj !== 'object' || typeof obj.code !== 'string' || obj.code === '') return null
+  return new SignalChannelError(obj.code, typeof obj.message === 'string' && obj.message ? obj.message : obj.code)
+}

@@ -2,9 +2,12 @@
 // the client sends into several messages at random points (inside frame
 // headers too), re-cuts what the server sends (splitting and joining
 // messages), and checks the yamux flow control of both directions with a
-// frame parser of its own.
+// frame parser of its own. And an in-memory pair of yamux sessions, for
+// tests that play the server's part themselves.
 
 import { WebSocket as WS } from 'ws'
+import { Session } from '../src/yamux.js'
+import { concat } from '../src/bytes.js'
 import { pseudoRandom } from './helpers.mjs'
 
 const WINDOW = 256 * 1024
@@ -219,4 +222,50 @@ export function splittingWebSocket (options = {}) {
     }
   }
   return { WebSocket: SplittingWebSocket, monitors }
+}
+
+/**
+ * pair joins a client and a server session. Bytes travel asynchronously,
+ * re-cut into pieces of random size; the monitor sees the client's side.
+ */
+export function pair ({ seed = 1, maxPiece = 5000, serverOptions = {}, clientOptions = {} } = {}) {
+  const rand = pseudoRandom(seed)
+  const monitor = new WireMonitor()
+  const closes = []
+  let client, server
+  const link = (from, deliver, dir) => ({
+    bufferedAmount: 0,
+    send (data) {
+      const bytes = data.slice()
+      if (dir === 'out') monitor.out.push(bytes)
+      else monitor.in.push(bytes)
+      let off = 0
+      while (off < bytes.length) {
+        const n = 1 + rand(Math.min(bytes.length - off, maxPiece))
+        const piece = bytes.subarray(off, off + n)
+        setImmediate(() => deliver().receive(piece))
+        off += n
+      }
+    },
+    close (code, reason) {
+      closes.push({ from, code, reason })
+      setImmediate(() => {
+        client.transportClosed(code, reason)
+        server.transportClosed(code, reason)
+      })
+    }
+  })
+  client = new Session(link('client', () => server, 'out'), { client: true, ...clientOptions })
+  server = new Session(link('server', () => client, 'in'), { client: false, ...serverOptions })
+  return { client, server, monitor, closes }
+}
+
+/** readAll reads stream s to its end and returns its bytes. */
+export async function readAll (s) {
+  const chunks = []
+  for (;;) {
+    const c = await s.read()
+    if (c === null) return concat(chunks)
+    chunks.push(c)
+  }
 }

@@ -1,6 +1,6 @@
 // The yamux session on its own: two sessions of this package joined by an
-// in-memory transport that cuts the byte stream at random points, checked
-// by the wire monitor's frame parser.
+// in-memory transport that cuts the byte stream at random points (pair),
+// checked by the wire monitor's frame parser.
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -8,62 +8,8 @@ import {
   Session, encodeHeader, INITIAL_WINDOW, TYPE_DATA, TYPE_WINDOW_UPDATE, TYPE_PING, TYPE_GO_AWAY,
   FLAG_SYN, FLAG_ACK, FLAG_FIN, FLAG_RST, CLOSE_PROTOCOL_ERROR
 } from '../src/yamux.js'
-import { WireMonitor } from './wire.mjs'
-import { pseudoRandom, waitFor, within, pattern, expectCode, sleep } from './helpers.mjs'
-
-/**
- * pair joins a client and a server session. Bytes travel asynchronously,
- * re-cut into pieces of random size; the monitor sees the client's side.
- */
-function pair ({ seed = 1, maxPiece = 5000, serverOptions = {}, clientOptions = {} } = {}) {
-  const rand = pseudoRandom(seed)
-  const monitor = new WireMonitor()
-  const closes = []
-  let client, server
-  const link = (from, deliver, dir) => ({
-    bufferedAmount: 0,
-    send (data) {
-      const bytes = data.slice()
-      if (dir === 'out') monitor.out.push(bytes)
-      else monitor.in.push(bytes)
-      let off = 0
-      while (off < bytes.length) {
-        const n = 1 + rand(Math.min(bytes.length - off, maxPiece))
-        const piece = bytes.subarray(off, off + n)
-        setImmediate(() => deliver().receive(piece))
-        off += n
-      }
-    },
-    close (code, reason) {
-      closes.push({ from, code, reason })
-      setImmediate(() => {
-        client.transportClosed(code, reason)
-        server.transportClosed(code, reason)
-      })
-    }
-  })
-  client = new Session(link('client', () => server, 'out'), { client: true, ...clientOptions })
-  server = new Session(link('server', () => client, 'in'), { client: false, ...serverOptions })
-  return { client, server, monitor, closes }
-}
-
-async function readAll (s) {
-  const chunks = []
-  let n = 0
-  for (;;) {
-    const c = await s.read()
-    if (c === null) break
-    chunks.push(c)
-    n += c.length
-  }
-  const out = new Uint8Array(n)
-  let off = 0
-  for (const c of chunks) {
-    out.set(c, off)
-    off += c.length
-  }
-  return out
-}
+import { WireMonitor, pair, readAll } from './wire.mjs'
+import { waitFor, within, pattern, expectCode, sleep } from './helpers.mjs'
 
 test('open, accept with ACK, data both ways, FIN both ways', async () => {
   const { client, server, monitor } = pair()
