@@ -21,6 +21,16 @@ type EchoConfig struct {
 	// length prefixes; a member whose queue would overflow has its stream
 	// reset. Default 1 MiB.
 	QueueBytes int
+	// PublishRate is the publish budget of each member, in bytes per
+	// second, and PublishBurst the most of it a member may spend at once;
+	// a frame counts with its 4-byte length prefix, as in the queue. A
+	// frame past the budget is not delivered: the member gets an error
+	// record (code `limit`) and leaves the namespace (PROTOCOL.md section
+	// 8). A burst no larger than QueueBytes keeps a writer alone from
+	// overflowing the queue of a member that keeps up. Defaults 256 KiB/s
+	// and 512 KiB (QueueBytes if smaller, yet at least one frame of
+	// MaxFrame); a negative PublishRate turns the budget off.
+	PublishRate, PublishBurst int
 	// MaxNamespaces caps the echo namespaces of the server (default 0: no
 	// cap) and MaxMembers the members of one namespace (default 0: no cap).
 	// Ignored when Broker is set: the broker enforces its own.
@@ -31,10 +41,14 @@ type EchoConfig struct {
 	Logger *slog.Logger
 }
 
-// Echo defaults.
+// Echo defaults. The publish budget is far above what signalling sends
+// (an offer is a few KiB) and its burst half the member queue, so that a
+// writer alone fills at most half the queue of a member that keeps up.
 const (
-	DefaultEchoMaxFrame   = channel.DefaultMaxFrame
-	DefaultEchoQueueBytes = 1 << 20
+	DefaultEchoMaxFrame     = channel.DefaultMaxFrame
+	DefaultEchoQueueBytes   = 1 << 20
+	DefaultEchoPublishRate  = 256 << 10
+	DefaultEchoPublishBurst = 512 << 10
 )
 
 // Echo is the echo endpoint (PROTOCOL.md section 3): broadcast namespaces
@@ -44,18 +58,21 @@ type Echo struct {
 	broker Broker
 	local  *MemoryBroker // nil when a custom broker is used
 	count  echoCounters
+	// refusal is the error record a member past its budget gets.
+	refusal []byte
 }
 
 // echoCounters are the endpoint's running totals.
 type echoCounters struct {
-	framesIn, bytesIn, framesOut, bytesOut, dropped atomic.Int64
+	framesIn, bytesIn, framesOut, bytesOut, dropped, refused atomic.Int64
 }
 
 // EchoCounters are totals since the endpoint started.
 type EchoCounters struct {
-	FramesIn, BytesIn   int64 // frames members wrote, and their bytes
+	FramesIn, BytesIn   int64 // frames accepted from members, and their bytes
 	FramesOut, BytesOut int64 // frames written to members, and their bytes
 	Dropped             int64 // members reset because their queue overflowed
+	Refused             int64 // members refused for publishing past their budget
 }
 
 // Counters returns the totals since the endpoint started.
@@ -63,7 +80,7 @@ func (e *Echo) Counters() EchoCounters {
 	return EchoCounters{
 		FramesIn: e.count.framesIn.Load(), BytesIn: e.count.bytesIn.Load(),
 		FramesOut: e.count.framesOut.Load(), BytesOut: e.count.bytesOut.Load(),
-		Dropped: e.count.dropped.Load(),
+		Dropped: e.count.dropped.Load(), Refused: e.count.refused.Load(),
 	}
 }
 
@@ -77,10 +94,20 @@ func NewEcho(cfg EchoConfig) *Echo {
 	if cfg.QueueBytes <= 0 {
 		cfg.QueueBytes = DefaultEchoQueueBytes
 	}
+	if cfg.PublishRate == 0 {
+		cfg.PublishRate = DefaultEchoPublishRate
+	}
+	if cfg.PublishBurst <= 0 {
+		cfg.PublishBurst = max(min(DefaultEchoPublishBurst, cfg.QueueBytes), cfg.MaxFrame+channel.FrameHeaderSize)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	e := &Echo{cfg: cfg, broker: cfg.Broker}
+	if cfg.PublishRate > 0 {
+		e.refusal = channel.AppendErrorRecord(nil, channel.Errorf(channel.CodeLimit,
+			"echo publish budget (%d bytes/s, burst %d bytes) exceeded", cfg.PublishRate, cfg.PublishBurst))
+	}
 	if e.broker == nil {
 		e.local = NewMemoryBroker(cfg.MaxNamespaces, cfg.MaxMembers)
 		e.broker = e.local
@@ -130,6 +157,9 @@ func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.
 	m.start()
 	in := &memberInput{e: e, m: m, ns: ns, session: req.SessionID,
 		parser: channel.FrameParser{Max: e.cfg.MaxFrame}}
+	if e.cfg.PublishRate > 0 {
+		in.budget = newBudget(e.cfg.PublishRate, e.cfg.PublishBurst, time.Now())
+	}
 	done, err := s.ReadInline(in.data, in.end)
 	if err != nil { // the stream was accepted: not reached
 		in.stop(memberGone)
@@ -147,16 +177,28 @@ type memberInput struct {
 	ns      string
 	session string
 	parser  channel.FrameParser
+	budget  budget
 	stopped bool
 }
 
-// data publishes the frames completed by p.
+// data publishes the frames completed by p, each within the member's
+// budget; the first past it ends the member's publishing.
 func (in *memberInput) data(p []byte) {
 	if in.stopped {
 		return
 	}
+	var now time.Time // the frames of one read arrived together
+	if in.budget.on() {
+		now = time.Now()
+	}
 	err := in.parser.Feed(p, func(frame []byte) {
 		if in.stopped {
+			return
+		}
+		if !in.budget.spend(channel.FrameHeaderSize+len(frame), now) {
+			in.e.count.refused.Add(1)
+			in.e.cfg.Logger.Debug("echo publish budget exceeded", "session", in.session, "namespace", in.ns)
+			in.stop(memberRefused)
 			return
 		}
 		in.e.count.framesIn.Add(1)
@@ -166,7 +208,7 @@ func (in *memberInput) data(p []byte) {
 			in.stop(memberGone)
 		}
 	})
-	if err != nil {
+	if err != nil && !in.stopped { // after a refusal the rest is discarded
 		in.e.cfg.Logger.Debug("echo frame too large", "session", in.session, "err", err)
 		in.stop(memberAborted)
 	}
@@ -193,6 +235,8 @@ func (in *memberInput) stop(st memberState) {
 	switch st {
 	case memberFinishing:
 		in.m.finish()
+	case memberRefused:
+		in.m.refuse(in.e.refusal)
 	case memberAborted:
 		in.m.abort()
 	default:
@@ -222,6 +266,7 @@ type member struct {
 	running bool     // a writer goroutine is running
 	spare   [][]byte // a drained queue kept for reuse; only the writer sets it
 	leave   func()   // leaves the namespace; idempotent
+	refusal []byte   // the error record of a refused member
 	done    func()   // ends the stream's service (ReadInline)
 	over    bool     // the last writer has run
 	// writer counts the running writer (0 or 1). ServeStream waits on it
@@ -234,6 +279,7 @@ type memberState int
 const (
 	memberOpen      memberState = iota
 	memberFinishing             // flush the queue, then FIN
+	memberRefused               // drop the queue, send the error record, then FIN
 	memberAborted               // reset now
 	memberGone                  // stream already reset or session over
 )
@@ -292,6 +338,29 @@ func (m *member) kickLocked() {
 
 func (m *member) finish() { m.setState(memberFinishing) }
 
+// refuse ends a member that published past its budget: what was queued for
+// it is dropped, and its writer sends record, then FIN. A member that does
+// not take the record (and what was being written) within refusalTimeout
+// is reset instead.
+func (m *member) refuse(record []byte) {
+	m.mu.Lock()
+	refused := m.state < memberRefused
+	if refused {
+		m.state = memberRefused
+		m.queue, m.queued = nil, 0
+		m.refusal = record
+	}
+	m.kickLocked()
+	m.mu.Unlock()
+	if refused {
+		m.s.SetWriteDeadline(time.Now().Add(refusalTimeout))
+	}
+}
+
+// refusalTimeout bounds the writes to a refused member: the server's
+// default write timeout.
+const refusalTimeout = channel.DefaultWriteTimeout
+
 func (m *member) abort() {
 	m.setState(memberAborted)
 	m.s.SetWriteDeadline(time.Unix(1, 0))
@@ -310,7 +379,8 @@ func (m *member) setState(st memberState) {
 
 // writeLoop writes queued frames, batched into one stream write, until the
 // queue is empty (it stops, and the next frame starts a new writer) or the
-// member finishes (FIN after the queue), is aborted (RST) or is gone.
+// member finishes (FIN after the queue), is refused (the error record, then
+// FIN), is aborted (RST) or is gone.
 func (m *member) writeLoop() {
 	final := true // the member's last writer ends the stream's service
 	defer func() {
@@ -326,6 +396,13 @@ func (m *member) writeLoop() {
 			return
 		case state == memberAborted:
 			m.s.Reset()
+			return
+		case state == memberRefused:
+			if _, err := m.s.Write(m.refusal); err != nil {
+				m.fail()
+				return
+			}
+			m.s.CloseWrite()
 			return
 		case len(batch) > 0:
 			if err := m.write(batch, size); err != nil {

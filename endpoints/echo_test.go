@@ -215,9 +215,18 @@ func TestEchoFrameLimit(t *testing.T) {
 }
 
 // Rule 5: a member that never reads is dropped (its stream reset) while
-// every other member receives every frame.
+// every other member receives every frame, with or without a publish
+// budget (one the writer stays within: it does not replace this rule).
 func TestEchoSlowMemberDropped(t *testing.T) {
-	ts := sctest.NewServer(t, sctest.Options{Echo: endpoints.EchoConfig{QueueBytes: 256 << 10}})
+	for name, rate := range map[string]int{"no budget": -1, "budget": 1 << 30} {
+		t.Run(name, func(t *testing.T) {
+			testSlowMemberDropped(t, endpoints.EchoConfig{QueueBytes: 256 << 10, PublishRate: rate})
+		})
+	}
+}
+
+func testSlowMemberDropped(t *testing.T, cfg endpoints.EchoConfig) {
+	ts := sctest.NewServer(t, sctest.Options{Echo: cfg})
 	slow := join(t, sctest.Dial(t, ts.URL), "firehose")
 	fast := join(t, sctest.Dial(t, ts.URL), "firehose")
 	writer := join(t, sctest.Dial(t, ts.URL), "firehose")

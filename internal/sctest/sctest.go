@@ -32,8 +32,11 @@ type Server struct {
 // Options configure NewServer.
 type Options struct {
 	Channel channel.Config
-	Echo    endpoints.EchoConfig
-	NoEcho  bool
+	// Echo configures the echo endpoint. Its publish budget is off unless
+	// PublishRate is set: most tests write far faster than a budget meant
+	// for signalling allows.
+	Echo   endpoints.EchoConfig
+	NoEcho bool
 	// Register adds more endpoints before the server starts.
 	Register func(*channel.Handler)
 	// ReadHeaderTimeout bounds the HTTP request line and headers, as the
@@ -52,6 +55,9 @@ func NewServer(t testing.TB, o Options) *Server {
 	}
 	if o.Echo.Logger == nil {
 		o.Echo.Logger = o.Channel.Logger
+	}
+	if o.Echo.PublishRate == 0 {
+		o.Echo.PublishRate = -1
 	}
 	h, err := channel.NewHandler(o.Channel)
 	if err != nil {
