@@ -365,3 +365,105 @@ func get(t *testing.T, url string) (code int, body string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// joinEcho joins ns on the server at addr, with reads bounded by 20 s.
+func joinEcho(t *testing.T, addr, ns string) *channel.Echo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := channel.Dial(ctx, "ws://"+addr+"/v1/channel", channel.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	e, err := s.Echo(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Stream().SetReadDeadline(time.Now().Add(20 * time.Second))
+	return e
+}
+
+// recvUntilRefused reads e until an error, which must be `limit` with msg,
+// and returns how many frames came before it.
+func recvUntilRefused(t *testing.T, e *channel.Echo, msg string) int {
+	t.Helper()
+	for n := 0; ; n++ {
+		_, err := e.Recv()
+		if err == nil {
+			continue
+		}
+		var perr *channel.Error
+		if !errors.As(err, &perr) || perr.Code != channel.CodeLimit || perr.Message != msg {
+			t.Fatalf("after %d frames: %v, want limit %q", n, err, msg)
+		}
+		return n
+	}
+}
+
+// With the default flags a member that publishes 55 frames of 60 KB at
+// once is refused with `limit`, reads why, and the refusal is counted.
+func TestEchoPublishBudgetDefaults(t *testing.T) {
+	addr, _, _ := startServer(t)
+	e := joinEcho(t, addr, "burst")
+	go func() {
+		for range 55 {
+			if e.Send(make([]byte, 60000)) != nil {
+				return
+			}
+		}
+	}()
+	recvUntilRefused(t, e, "echo publish budget (262144 bytes/s, burst 524288 bytes) exceeded")
+	waitMetric(t, addr, "signalchannel_echo_publish_refused_total 1")
+}
+
+// The budget's flags and environment twins apply, 0 turns it off, and a
+// burst the queue cannot hold, or that cannot hold a frame, is refused at
+// start.
+func TestEchoPublishBudgetFlags(t *testing.T) {
+	t.Setenv("SIGNALCHANNEL_ECHO_PUBLISH_RATE", "1")
+	addr, _, _ := startServer(t, "-echo-publish-burst", "65540")
+	e := joinEcho(t, addr, "edge")
+	// One whole frame of 65540 bytes framed is the burst; no second one.
+	for range 2 {
+		if err := e.Send(make([]byte, 65536)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first frame's echo may be dropped with the member's queue.
+	if n := recvUntilRefused(t, e, "echo publish budget (1 bytes/s, burst 65540 bytes) exceeded"); n > 1 {
+		t.Fatalf("%d frames delivered, the burst holds one", n)
+	}
+
+	for _, c := range []struct{ args, want string }{
+		{"-echo-publish-burst 1048577", "-echo-publish-burst (1048577) must be at most -echo-queue-bytes (1048576)"},
+		{"-echo-publish-burst 65539", "-echo-publish-burst (65539) must hold at least one frame"},
+		{"-echo-publish-rate -1", "-echo-publish-rate must be positive"},
+		{"-echo-publish-burst 0", "-echo-publish-burst must be positive"},
+	} {
+		_, err := parseFlags(strings.Fields(c.args), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.args, err, c.want)
+		}
+	}
+	o, err := parseFlags([]string{"-echo-publish-rate", "0", "-echo-publish-burst", "1"}, io.Discard)
+	if err != nil || o.echo.PublishRate != -1 {
+		t.Fatalf("-echo-publish-rate 0: %v, want the budget off", err)
+	}
+}
+
+// waitMetric polls /metrics until it has the sample want.
+func waitMetric(t *testing.T, addr, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		body := scrape(t, addr)
+		if strings.Contains(body, want+"\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q", want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

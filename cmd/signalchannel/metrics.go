@@ -37,6 +37,7 @@ var (
 	mEchoFramesOut  = desc("echo_frames_out_total", "Frames written to echo members.")
 	mEchoBytesOut   = desc("echo_bytes_out_total", "Bytes of the frames written to echo members.")
 	mEchoDropped    = desc("echo_slow_members_dropped_total", "Echo members reset because their queue overflowed.")
+	mEchoRefused    = desc("echo_publish_refused_total", "Echo members refused (limit) for publishing past their budget.")
 	mSbNamespaces   = desc("scuttlebutt_namespaces", "Scuttlebutt namespaces with a replica, idle ones included.")
 	mSbIdle         = desc("scuttlebutt_idle_namespaces", "Scuttlebutt namespaces without members.")
 	mSbMembers      = desc("scuttlebutt_members", "Scuttlebutt streams replicating.")
@@ -83,6 +84,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(mEchoFramesOut, float64(ec.FramesOut))
 	counter(mEchoBytesOut, float64(ec.BytesOut))
 	counter(mEchoDropped, float64(ec.Dropped))
+	counter(mEchoRefused, float64(ec.Refused))
 
 	ss := m.sb.Stats()
 	gauge(mSbNamespaces, float64(ss.Namespaces))

@@ -74,6 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	e := &o.echo
 	fs.IntVar(&e.MaxFrame, "echo-max-frame", endpoints.DefaultEchoMaxFrame, "largest echo frame in bytes")
 	fs.IntVar(&e.QueueBytes, "echo-queue-bytes", endpoints.DefaultEchoQueueBytes, "bytes queued for one echo member before it is dropped")
+	fs.IntVar(&e.PublishRate, "echo-publish-rate", endpoints.DefaultEchoPublishRate, "bytes per second one echo member may publish, frames counted with their 4-byte length prefix; a frame past the budget gets limit and ends the membership (0: no budget)")
+	fs.IntVar(&e.PublishBurst, "echo-publish-burst", endpoints.DefaultEchoPublishBurst, "bytes one echo member may publish at once: at most -echo-queue-bytes, at least one frame of -echo-max-frame and its prefix")
 	fs.IntVar(&e.MaxNamespaces, "echo-max-namespaces", 0, "echo namespaces on the server (0: no cap)")
 	fs.IntVar(&e.MaxMembers, "echo-max-members", 0, "members of one echo namespace (0: no cap)")
 
@@ -139,6 +141,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		"stream-close-timeout":        c.StreamCloseTimeout > 0,
 		"max-pings-per-second":        c.MaxPingsPerSecond > 0,
 		"shutdown-timeout":            o.shutdownTimeout > 0,
+		"echo-publish-rate":           e.PublishRate >= 0,
+		"echo-publish-burst":          e.PublishBurst > 0,
 		"echo-max-namespaces":         e.MaxNamespaces >= 0,
 		"echo-max-members":            e.MaxMembers >= 0,
 		"max-sessions":                c.MaxSessions > 0,
@@ -173,6 +177,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := n.validate(e.MaxFrame); err != nil {
 		return nil, err
 	}
+	if err := validatePublishBudget(e); err != nil {
+		return nil, err
+	}
 	if err := validatePprofListen(o.pprofListen, o.addr); err != nil {
 		return nil, err
 	}
@@ -197,6 +204,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	return o, errors.Join(c.Validate(), r.Validate(), sb.Validate())
+}
+
+// validatePublishBudget checks the echo publish budget against the frame and
+// queue limits, and turns -echo-publish-rate 0 into the EchoConfig's "off".
+func validatePublishBudget(e *endpoints.EchoConfig) error {
+	switch {
+	case e.PublishRate == 0:
+		e.PublishRate = -1 // in EchoConfig a zero means the default
+	case e.PublishBurst > e.QueueBytes:
+		return fmt.Errorf("-echo-publish-burst (%d) must be at most -echo-queue-bytes (%d), or one writer could overflow the queue of a member that keeps up: lower the burst or raise the queue", e.PublishBurst, e.QueueBytes)
+	case e.PublishBurst < e.MaxFrame+channel.FrameHeaderSize:
+		return fmt.Errorf("-echo-publish-burst (%d) must hold at least one frame of -echo-max-frame (%d) bytes and its %d-byte length prefix", e.PublishBurst, e.MaxFrame, channel.FrameHeaderSize)
+	}
+	return nil
 }
 
 // validatePprofListen checks -pprof-listen, when set, is an address of its
