@@ -42,7 +42,8 @@ type localOptions struct {
 
 // runLocal starts a server of kind in this process. The signalchannel
 // server is set up as cmd/signalchannel sets it up with its default flags:
-// the three endpoints with their default configurations.
+// the three endpoints with their default configurations, except that echo
+// has no publish budget.
 func runLocal(kind string, o localOptions) (*local, error) {
 	addr, err := checkLoopbackAddr(o.addr)
 	if err != nil {
@@ -71,7 +72,9 @@ func runLocal(kind string, o localOptions) (*local, error) {
 		if err != nil {
 			return nil, err
 		}
-		h.Handle(channel.EndpointEcho, endpoints.NewEcho(endpoints.EchoConfig{Logger: o.log}))
+		// Without a publish budget: publishers here write as fast as the
+		// window allows, far past a budget meant for signalling.
+		h.Handle(channel.EndpointEcho, endpoints.NewEcho(endpoints.EchoConfig{Logger: o.log, PublishRate: -1}))
 		rcfg := endpoints.DefaultRelayConfig()
 		rcfg.Logger = o.log
 		rel, err := endpoints.NewRelay(rcfg)

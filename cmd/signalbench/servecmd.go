@@ -15,7 +15,7 @@ import (
 // until ctx ends (SIGINT, SIGTERM), after printing
 // "listening ADDR HTTPADDR" on stdout. The signalchannel server is set up
 // as cmd/signalchannel's serve with its defaults, logs included (JSON at
-// info on stderr), and serves /metrics with the Go runtime's heap, stack
+// info on stderr), but no echo publish budget, and serves /metrics with the Go runtime's heap, stack
 // and goroutine gauges.
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)

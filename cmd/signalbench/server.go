@@ -224,7 +224,8 @@ func (ss *servers) startBinary(ctx context.Context) (*server, error) {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	args := append([]string{"serve"}, extra...)
+	// No echo publish budget, as in process; -server-args may set one.
+	args := append([]string{"serve", "-echo-publish-rate", "0"}, extra...)
 	args = append(args, "-addr", addr)
 	cmd := exec.Command(bin, args...)
 	logPath, logFile, err := serverLog(o, kindSignalchannel)
