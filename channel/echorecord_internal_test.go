@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -76,4 +77,20 @@ func FuzzEchoRecv(f *testing.F) {
 			t.Fatalf("record of %q read back as %v", want.Message, err)
 		}
 	})
+}
+
+// An error record's line may be 16 KiB, newline included; one byte more
+// is ErrBadReply.
+func TestErrorRecordLineBound(t *testing.T) {
+	for _, extra := range []int{0, 1} {
+		head, tail := `{"error":{"code":"limit","message":"`, "\"}}\n"
+		msg := strings.Repeat("m", maxErrorRecordLine-len(head)-len(tail)+extra)
+		rec := AppendErrorRecord(nil, &Error{Code: CodeLimit, Message: msg})
+		e := &Echo{r: bufio.NewReaderSize(bytes.NewReader(rec), echoReadBuffer), max: DefaultMaxFrame}
+		_, err := e.Recv()
+		if perr := (*Error)(nil); extra == 0 && (!errors.As(err, &perr) || perr.Message != msg) ||
+			extra == 1 && !errors.Is(err, ErrBadReply) {
+			t.Fatalf("line of %d bytes: %v", len(rec)-FrameHeaderSize, err)
+		}
+	}
 }

@@ -50,6 +50,9 @@ func AppendFrame(dst, p []byte) []byte {
 // one, and then the server half-closes the stream (PROTOCOL.md section 8).
 const ErrorRecordPrefix = 0xFFFFFFFF
 
+// maxErrorRecordLine bounds an error record's line, newline included.
+const maxErrorRecordLine = 16 << 10
+
 // AppendErrorRecord appends an error record carrying e to dst.
 func AppendErrorRecord(dst []byte, e *Error) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, ErrorRecordPrefix)
@@ -60,12 +63,12 @@ func AppendErrorRecord(dst []byte, e *Error) []byte {
 // and returns its error object as an *Error; a line that is not one is
 // ErrBadReply.
 func readErrorRecord(r io.Reader) error {
-	line, _, err := readLine(r, maxReplyBytes)
+	line, _, err := readLine(r, maxErrorRecordLine)
 	switch {
 	case err == io.EOF:
 		return io.ErrUnexpectedEOF
 	case errors.Is(err, errLineTooLong):
-		return fmt.Errorf("%w: error record longer than %d bytes", ErrBadReply, maxReplyBytes)
+		return fmt.Errorf("%w: error record longer than %d bytes", ErrBadReply, maxErrorRecordLine)
 	case err != nil:
 		return err
 	}
