@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { connect, SignalChannelError } from '../src/index.js'
 import { ByteReader } from '../src/bytes.js'
 import { readReply } from '../src/channel.js'
-import { startServer, unique, within, expectCode, pattern } from './helpers.mjs'
+import { startServer, serverFor, closeAfter, unique, within, waitFor, expectCode, caught, metric, pattern } from './helpers.mjs'
 import { splittingWebSocket } from './wire.mjs'
 
 const dec = new TextDecoder()
@@ -124,11 +124,13 @@ test('close: queued frames are delivered, then the iteration ends', async () => 
   assert.equal(dec.decode(await a.recv()), 'after b left')
 })
 
-test('a member that does not read is dropped by the server; window is granted only as frames are read', async () => {
+test('a member that does not read is dropped by the server; window is granted only as frames are read', async (t) => {
+  // One writer fills the queue of a member that does not read only past
+  // the publish budget: the budget is off here.
+  const unbudgeted = await serverFor(t, ['-echo-publish-rate', '0'])
   const ns = unique('slow')
-  const fast = await (await dial()).echo(ns)
-  const slowCh = await dial()
-  const slow = await slowCh.echo(ns)
+  const fast = await closeAfter(t, await connect(unbudgeted.url)).echo(ns)
+  const slow = await closeAfter(t, await connect(unbudgeted.url)).echo(ns)
   const frame = pattern(60000, 3)
   const n = 40 // 2.4 MB: past the slow member's window and the server's 1 MiB queue
   const fastGot = (async () => {
@@ -159,6 +161,57 @@ test('a member that does not read is dropped by the server; window is granted on
   assert.ok(got < n, `slow member got all ${got} frames: it was not dropped`)
   await fast.send('fine')
   assert.equal(dec.decode(await fast.recv()), 'fine')
+})
+
+test('a writer past its publish budget gets limit from recv(); a reader that keeps up gets every frame accepted, in order', async (t) => {
+  const srv = await serverFor(t, ['-echo-max-frame', '1024', '-echo-publish-rate', '2048', '-echo-publish-burst', '4096'])
+  const ns = unique('budget')
+  const readerCh = closeAfter(t, await connect(srv.url))
+  const writerCh = closeAfter(t, await connect(srv.url))
+  const reader = await readerCh.echo(ns)
+  const writer = await writerCh.echo(ns)
+  assert.equal(writer.maxFrame, 1024)
+  const n = 40 // 40 frames of 1004 bytes with their prefixes, the burst holds 4
+  const frameOf = (k) => {
+    const b = pattern(1000, k)
+    b[0] = k
+    return b
+  }
+  const readerGot = (async () => {
+    const got = []
+    for await (const f of reader) {
+      if (dec.decode(f) === 'end') return got
+      got.push(f)
+    }
+    return got
+  })()
+  const writerGot = []
+  const refused = (async () => {
+    try {
+      for (;;) writerGot.push(await writer.recv())
+    } catch (e) {
+      return e
+    }
+  })()
+  const sends = await Promise.allSettled(Array.from({ length: n }, (_, k) => writer.send(frameOf(k))))
+  const err = await within(refused, 10_000, 'the refusal')
+  assert.equal(err.code, 'limit', `want limit, got ${err.code}: ${err.message}`)
+  assert.equal(err.message, 'echo publish budget (2048 bytes/s, burst 4096 bytes) exceeded')
+  for (const s of sends) if (s.status === 'rejected') assert.equal(s.reason, err)
+  assert.equal(await caught(writer.send('after')), err)
+  assert.equal(await caught(writer.recv()), err)
+  // The client half-closed; with the server's FIN the stream is gone.
+  await waitFor(() => !writerCh.session.streams.has(writer.stream.id), { message: 'the writer\'s stream freed' })
+
+  // The refusal came after every frame accepted: a frame sent now follows them.
+  await reader.send('end')
+  const got = await within(readerGot, 10_000, 'the reader\'s frames')
+  assert.ok(got.length >= 4 && got.length < n, `the reader got ${got.length} of ${n} frames`)
+  got.forEach((f, k) => assert.deepEqual(f, frameOf(k), `frame ${k}`))
+  // The writer's own frames queued before the refusal may have been dropped.
+  assert.ok(writerGot.length <= got.length)
+  writerGot.forEach((f, k) => assert.deepEqual(f, frameOf(k), `own frame ${k}`))
+  assert.equal(await metric(srv, 'signalchannel_echo_publish_refused_total'), 1)
 })
 
 test('readReply maps a failure reply to its code', async () => {
