@@ -174,28 +174,33 @@ export class Client extends Emitter {
   /**
    * reopen runs open() for a handle on session ch: a transient refusal
    * (limit, timeout, internal) is reported to failed and tried again after
-   * a backoff, on the same session. It resolves with what open resolved
-   * with, or null once the session changed or gone() is true, and rejects
-   * with any other error.
+   * a backoff, on the same session. The first try waits first (wait ms,
+   * when given): the handle before was refused by the server. It resolves
+   * with what open resolved with, or null once the session changed or
+   * gone() is true, and rejects with any other error.
    * @template T
    * @param {import('./channel.js').Channel} ch
    * @param {() => Promise<T>} open
    * @param {() => boolean} gone
    * @param {(err: SignalChannelError) => void} [failed]
+   * @param {number} [wait]
    * @returns {Promise<T | null>}
    */
-  async reopen (ch, open, gone, failed) {
+  async reopen (ch, open, gone, failed, wait = 0) {
     let backoff = this.minBackoff
     for (;;) {
+      if (wait > 0) {
+        await this.sleep(wait)
+        if (this.channel !== ch || this.ended || gone()) return null
+      }
       try {
         return await open()
       } catch (e) {
         if (!TRANSIENT_REFUSALS.has(e?.code)) throw e
         failed?.(e)
       }
-      await this.sleep(jitter(backoff))
+      wait = jitter(backoff)
       backoff = Math.min(2 * backoff, this.maxBackoff)
-      if (this.channel !== ch || this.ended || gone()) return null
     }
   }
 
@@ -291,6 +296,13 @@ export class Client extends Emitter {
  * ReconnectingEcho is an echo member that rejoins after a reconnect or a
  * drop. A rejoin the server refuses for good (forbidden, say) ends it: its
  * calls fail with that error.
+ *
+ * A member the server ended with a transient error (the error record of a
+ * member past its publish budget: `limit`) is rejoined on the same session
+ * after a backoff, as a refused rejoin is: from minBackoff, doubling with
+ * each such end up to maxBackoff, and back to minBackoff once a member
+ * stayed joined for maxBackoff. Until the rejoin, send() rejects with that
+ * error.
  */
 export class ReconnectingEcho {
   constructor (client, namespace, echo) {
@@ -298,17 +310,22 @@ export class ReconnectingEcho {
     this.namespace = namespace
     this.cur = echo
     this.curChannel = client.channel // the session cur belongs to
+    this.joinedAt = Date.now()
     this.closing = false
     this.joining = null
     /** @type {SignalChannelError | null} the permanent refusal that ended this member */
     this.error = null
+    /** @type {SignalChannelError | null} the transient error of the member before, while a rejoin waits */
+    this.refusal = null
+    /** backoff is the wait, before jitter, before rejoining after a transient error. */
+    this.backoff = client.minBackoff
   }
 
-  /** send writes one frame; while reconnecting it rejects with `closed`. */
+  /** send writes one frame; while reconnecting it rejects with `closed`, while rejoining after a refusal with that refusal. */
   send (data) {
     if (this.error) return Promise.reject(this.error)
     if (this.client.ended) return Promise.reject(this.client.endError)
-    if (!this.cur) return Promise.reject(new SignalChannelError('closed', 'disconnected, reconnecting'))
+    if (!this.cur) return Promise.reject(this.refusal ?? new SignalChannelError('closed', 'disconnected, reconnecting'))
     return this.cur.send(data)
   }
 
@@ -323,13 +340,15 @@ export class ReconnectingEcho {
       if (this.closing && !this.cur) return null
       const cur = this.cur
       if (cur) {
+        let ended = null
         try {
           const f = await cur.recv()
           if (f !== null || this.closing) return f
         } catch (e) {
           if (this.closing) return null
+          ended = e
         }
-        await this.rejoin(cur)
+        await this.rejoin(cur, ended)
         continue
       }
       if (this.client.ended) throw this.client.endError
@@ -348,8 +367,11 @@ export class ReconnectingEcho {
     }
   }
 
-  /** rejoin opens a new member, unless another call already replaced failed. */
-  rejoin (failed) {
+  /**
+   * rejoin opens a new member, unless another call already replaced failed;
+   * after a backoff when failed ended with a transient error (err).
+   */
+  rejoin (failed, err = null) {
     if (this.closing || this.error || (failed && this.cur !== failed)) return Promise.resolve()
     if (this.joining) return this.joining
     const ch = this.client.channel
@@ -357,7 +379,10 @@ export class ReconnectingEcho {
     if (this.cur) this.cur.reset()
     this.cur = null
     if (!ch) return Promise.resolve()
-    this.joining = this.client.reopen(ch, () => ch.echo(this.namespace), () => this.closing).then((e) => {
+    const refused = failed !== null && this.curChannel === ch && TRANSIENT_REFUSALS.has(err?.code)
+    const wait = refused ? this.refusedWait() : 0
+    if (refused) this.refusal = err
+    this.joining = this.client.reopen(ch, () => ch.echo(this.namespace), () => this.closing, undefined, wait).then((e) => {
       if (!e) return
       if (this.closing) {
         e.close().catch(() => {})
@@ -365,12 +390,25 @@ export class ReconnectingEcho {
       }
       this.cur = e
       this.curChannel = ch
+      this.joinedAt = Date.now()
     }, (err) => {
       if (!PERMANENT_REFUSALS.has(err?.code)) return // the session went: the next one rejoins
       this.error = err
       this.client.echoes.delete(this)
-    }).finally(() => { this.joining = null })
+    }).finally(() => {
+      this.joining = null
+      this.refusal = null
+    })
     return this.joining
+  }
+
+  /** refusedWait returns the wait before rejoining after a transient error, and doubles the backoff. */
+  refusedWait () {
+    const { minBackoff, maxBackoff } = this.client
+    if (Date.now() - this.joinedAt >= maxBackoff) this.backoff = minBackoff
+    const b = this.backoff
+    this.backoff = Math.min(2 * b, maxBackoff)
+    return jitter(b)
   }
 
   async * [Symbol.asyncIterator] () {

@@ -1,7 +1,8 @@
 // The reconnecting client against real servers: when one goes away the
 // client moves to the next, rejoins its echo namespaces and replicates its
 // models again; 4401 ends it unless it can get a new token; a rejoin the
-// server refuses for good ends that handle.
+// server refuses for good ends that handle; a member refused for its publish
+// budget rejoins after a backoff.
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -152,6 +153,41 @@ test('a rejoin refused with limit is tried again on the same session', async (t)
     return true
   }, { timeout: 10_000, interval: 20, message: 'the member back in' })
   assert.equal(dec.decode(await within(got, 5000, 'echo')), 'in again')
+})
+
+test('a member refused for its publish budget rejoins on the same session, after a backoff', async (t) => {
+  const srv = await serverFor(t, ['-echo-max-frame', '1024', '-echo-publish-rate', '2048', '-echo-publish-burst', '4096'])
+  const client = closeAfter(t, await reconnect(srv.url, { minBackoff: 1000, maxBackoff: 4000 }))
+  const disconnects = []
+  client.on('disconnect', (c) => disconnects.push(c))
+  const ch = client.channel
+  const room = await client.echo('room')
+  const got = []
+  const reading = (async () => {
+    for await (const f of room) {
+      got.push(f)
+      if (dec.decode(f) === 'in again') return
+    }
+  })()
+  await Promise.allSettled(Array.from({ length: 20 }, () => room.send(new Uint8Array(1000))))
+  const sent = Date.now()
+  // Until the rejoin, send() fails with the refusal.
+  const err = await within(waitFor(async () => {
+    const e = await caught(room.send('probe'))
+    return e.code === 'limit' && e
+  }, { timeout: 10_000, message: 'send refused with limit' }), 15_000, 'the refusal')
+  assert.equal(err.message, 'echo publish budget (2048 bytes/s, burst 4096 bytes) exceeded')
+  await waitFor(async () => {
+    await room.send('in again')
+    return true
+  }, { timeout: 10_000, interval: 20, message: 'the member back in' })
+  const waited = Date.now() - sent
+  // The first wait is drawn from [500, 1000] ms.
+  assert.ok(waited >= 400, `rejoined ${waited} ms after the refusal: no backoff`)
+  await within(reading, 5000, 'the frame of the new member')
+  assert.equal(client.channel, ch, 'the same session')
+  assert.deepEqual(disconnects, [])
+  assert.equal(await metric(srv, 'signalchannel_echo_publish_refused_total'), 1)
 })
 
 test('a replication the server ends mid-session is reported, and the model leaves the client', async (t) => {
