@@ -3,7 +3,8 @@
  * protocol error codes of the server's failure replies (`bad_header`,
  * `unknown_endpoint`, `bad_namespace`, `bad_token`, `forbidden`, `limit`,
  * `timeout`, `conflict`, `internal`), a scuttlebutt error object's code
- * (`limit`, `bad_line`), or one of the client's own codes:
+ * (`limit`, `bad_line`), an echo error record's (`limit`: a member past its
+ * publish budget), or one of the client's own codes:
  *
  * - `closed`: the session is not open, or ended (`closeCode` and
  *   `closeReason` carry the WebSocket close code and reason, when known);

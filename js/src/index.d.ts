@@ -1,6 +1,6 @@
 // Type declarations of the signalchannel JavaScript client.
 
-/** Error codes of the protocol's failure replies and scuttlebutt error objects. */
+/** Error codes of the protocol's failure replies, scuttlebutt error objects and echo error records. */
 export type ProtocolErrorCode =
   | 'bad_header' | 'unknown_endpoint' | 'bad_namespace' | 'bad_token' | 'forbidden'
   | 'limit' | 'timeout' | 'conflict' | 'internal' | 'bad_line'
@@ -116,13 +116,15 @@ export class Client {
  * it. A rejoin refused with `limit`, `timeout` or `internal` is tried again,
  * with backoff; one refused with `forbidden`, `bad_namespace`, `bad_header`,
  * `unknown_endpoint` or `bad_token` ends the member: its calls reject with
- * that error.
+ * that error. A member refused for publishing past its budget (`limit`)
+ * rejoins on the same session after a backoff (from minBackoff, doubling
+ * with each refusal); until then `send` rejects with that `limit` error.
  */
 export class ReconnectingEcho implements AsyncIterable<Uint8Array> {
   readonly namespace: string
   /** The refusal that ended this member, or null. */
   readonly error: SignalChannelError | null
-  /** Sends one frame; rejects with `closed` while reconnecting. */
+  /** Sends one frame; rejects with `closed` while reconnecting, with `limit` while rejoining after a publish budget refusal. */
   send (data: string | ArrayBuffer | ArrayBufferView): Promise<void>
   /** The next frame, waiting across reconnects, or null after close(); rejects once the member or the client has ended. */
   recv (): Promise<Uint8Array | null>
@@ -153,15 +155,29 @@ export class Channel {
   close (code?: number, reason?: string): Promise<{ code: number, reason: string }>
 }
 
-/** A member of an echo namespace. */
+/**
+ * A member of an echo namespace. A member that publishes past the server's
+ * budget (bytes per second with a burst, per member) is refused: the frame
+ * past it and what follows are not delivered, the member has left the
+ * namespace, and `recv` rejects with a `limit` error whose message names
+ * the budget (`echo publish budget (262144 bytes/s, burst 524288 bytes)
+ * exceeded`), as do every later `recv` and `send`.
+ */
 export class Echo implements AsyncIterable<Uint8Array> {
   readonly namespace: string
   /** The largest frame the server accepts, from its reply. */
   readonly maxFrame: number
   readonly stream: Stream
-  /** Sends one frame (strings as UTF-8) to every member, this one included. Rejects with `frame_too_large` past maxFrame. */
+  /** What ended this member while its stream was open (the server's `limit` refusal, a `protocol` error), or null. */
+  readonly error: SignalChannelError | null
+  /** Sends one frame (strings as UTF-8) to every member, this one included. Rejects with `frame_too_large` past maxFrame, and with `error` once set. */
   send (data: string | ArrayBuffer | ArrayBufferView): Promise<void>
-  /** The next frame, or null once the stream has ended (after close()). */
+  /**
+   * The next frame, or null once the stream has ended (after close()).
+   * Rejects with `limit` when the server refused this member for
+   * publishing past its budget, `reset` when it dropped it (too slow, a
+   * frame too large), `closed` when the session ended.
+   */
   recv (): Promise<Uint8Array | null>
   [Symbol.asyncIterator] (): AsyncIterator<Uint8Array>
   /** Leaves gracefully (FIN): queued frames still arrive, then the iteration ends. */

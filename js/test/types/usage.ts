@@ -7,9 +7,15 @@ export async function usage (token: string): Promise<void> {
   const room = await ch.echo('room-1')
   await room.send('hello')
   await room.send(new Uint8Array([1, 2, 3]))
-  for await (const frame of room) {
-    const n: number = frame.byteLength
-    if (n > room.maxFrame) break
+  try {
+    for await (const frame of room) {
+      const n: number = frame.byteLength
+      if (n > room.maxFrame) break
+    }
+  } catch (e) {
+    // Past the server's publish budget: the member has left.
+    const refused: SignalChannelError | null = room.error
+    if (e instanceof SignalChannelError && e.code === 'limit') void refused
   }
   const presence = await ch.model('presence', { ephemeral: true })
   presence.set('alice', { status: 'online' })
