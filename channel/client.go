@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/hashicorp/yamux"
 )
 
 // DialOptions configures Dial. The zero value is ready to use.
@@ -44,12 +44,16 @@ var defaultDialer = &websocket.Dialer{
 }
 
 // Session is a client's connection: one WebSocket carrying one yamux client
-// session. Its methods may be called from any goroutine.
+// session, run by the same multiplexer as the server's. One goroutine, which
+// the Session owns, reads; writers write under one lock. Its methods may be
+// called from any goroutine.
 type Session struct {
-	conn   *wsConn
-	ys     *yamux.Session
-	linger time.Duration
-	done   chan struct{} // closed by watch
+	conn          *wsConn
+	mux           *muxSession
+	local, remote net.Addr
+	linger        time.Duration
+	log           *slog.Logger
+	done          chan struct{} // closed by run
 	// Subprotocol is the WebSocket subprotocol the server selected.
 	Subprotocol string
 }
@@ -79,37 +83,48 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		return nil, fmt.Errorf("channel: dial %s: %w", url, err)
 	}
 	cfg := Config{KeepAliveInterval: opts.KeepAliveInterval, WriteTimeout: opts.WriteTimeout}.withDefaults()
+	conn := newWSConn(ws, cfg.WriteTimeout)
+	conn.client = true
 	log := opts.Logger
 	if log == nil {
 		log = discardLogger
 	}
-	conn := newWSConn(ws, cfg.WriteTimeout)
-	conn.client = true
-	ys, err := yamux.Client(conn, cfg.yamuxConfig(log))
-	if err != nil {
-		ws.Close()
-		return nil, err
+	s := &Session{
+		log:         log,
+		conn:        conn,
+		local:       ws.LocalAddr(),
+		remote:      ws.RemoteAddr(),
+		linger:      cfg.StreamCloseTimeout,
+		done:        make(chan struct{}),
+		Subprotocol: ws.Subprotocol(),
 	}
-	s := &Session{conn: conn, ys: ys, linger: cfg.StreamCloseTimeout, done: make(chan struct{}), Subprotocol: ws.Subprotocol()}
-	go s.watch()
+	s.mux = newMuxSession(conn, muxConfig{
+		client:      true,
+		keepAlive:   cfg.KeepAliveInterval,
+		pingTimeout: cfg.WriteTimeout,
+	})
+	go s.run()
 	return s, nil
 }
 
-// watch closes done once the session has ended and its reader has read
-// the last it will: the server's close message, or nothing within the
-// linger after the session ended. Whatever ended the session (Close, a
-// failed write, the server's close), the close code is known by then.
-func (s *Session) watch() {
-	<-s.ys.CloseChan()
-	s.ys.Close() // returns once yamux's reader and writer have stopped
+// run is the session's read loop. It closes done once the session has ended
+// and the reader has read the last it will: the server's close message, or
+// nothing within the linger after the session ended. Whatever ended the
+// session (Close, a failed write, the server's close), the close code is
+// known by then.
+func (s *Session) run() {
+	err := s.mux.run()
 	s.conn.ws.Close()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		s.log.Debug("session ended", "err", err)
+	}
 	close(s.done)
 }
 
 // Close ends the session with close code 1000; its streams end at once. It
 // waits for the server's close message, at most a second.
 func (s *Session) Close() error {
-	err := s.ys.Close()
+	err := s.mux.Close()
 	<-s.done
 	return err
 }
@@ -189,11 +204,11 @@ func (s *Session) Open(ctx context.Context, header any) (*Stream, Reply, error) 
 // OpenStream opens a stream without sending a header: the caller writes the
 // header line and reads the reply itself.
 func (s *Session) OpenStream() (*Stream, error) {
-	ys, err := s.ys.OpenStream()
+	ms, err := s.mux.OpenStream()
 	if err != nil {
 		return nil, fmt.Errorf("channel: open stream: %w", err)
 	}
-	st := newStream(newYamuxStream(ys, s.conn), ys.StreamID(), s.conn.ws.LocalAddr(), s.conn.ws.RemoteAddr(), s.linger)
+	st := newStream(ms, s.local, s.remote, s.linger)
 	st.sess = s
 	return st, nil
 }

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/signalchannel/signalchannel/auth"
 )
 
@@ -160,30 +158,6 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// A client's yamux session: it accepts no streams, and waits this long for
-// the server to acknowledge one it opens.
-const (
-	clientAcceptBacklog     = 64
-	clientStreamOpenTimeout = 15 * time.Second
-)
-
-// yamuxConfig returns the yamux settings for a client session.
-func (c Config) yamuxConfig(log *slog.Logger) *yamux.Config {
-	return &yamux.Config{
-		AcceptBacklog:          clientAcceptBacklog,
-		EnableKeepAlive:        true,
-		KeepAliveInterval:      c.KeepAliveInterval,
-		ConnectionWriteTimeout: c.WriteTimeout,
-		MaxStreamWindowSize:    streamWindow,
-		StreamOpenTimeout:      clientStreamOpenTimeout,
-		// yamux's close timer would reset a stream half-closed longer than
-		// the timeout even while its other direction flows (a relay);
-		// Stream.Close applies the timeout instead, once a stream is given up.
-		StreamCloseTimeout: 0,
-		Logger:             yamuxLogger{log},
-	}
-}
-
 // checkOrigin implements AllowedOrigins.
 func (c Config) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
@@ -202,16 +176,6 @@ func (c Config) checkOrigin(r *http.Request) bool {
 	}
 	return false
 }
-
-// yamuxLogger sends yamux's log lines to slog at debug level: they describe
-// one misbehaving session, not the server.
-type yamuxLogger struct{ log *slog.Logger }
-
-func (l yamuxLogger) Print(v ...any)                 { l.log.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
-func (l yamuxLogger) Printf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l yamuxLogger) Println(v ...any)               { l.log.Debug(strings.TrimSpace(fmt.Sprintln(v...))) }
-
-var _ yamux.Logger = yamuxLogger{}
 
 // discardLogger is for clients that pass no logger.
 var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -19,7 +19,8 @@
 // does, so an idle echo member holds no goroutine. Writers write under one
 // lock per session; a yamux frame goes out as one binary message.
 //
-// The Go client runs a hashicorp/yamux client session on the WebSocket.
+// The Go client runs the same multiplexer in the client role: one goroutine
+// per session, its read loop, which the Session owns.
 //
 // # Client
 //

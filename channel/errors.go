@@ -3,6 +3,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"net"
 )
 
 // Code is a protocol error code (PROTOCOL.md section 2). It is what a client
@@ -63,6 +64,15 @@ var (
 	ErrProtocol = errors.New("channel: yamux protocol violation")
 	// ErrTextMessage marks a text WebSocket message (close 1003).
 	ErrTextMessage = errors.New("channel: text message received")
+	// ErrGoAway is returned by Session.Open and OpenStream once the server
+	// has said it takes no new streams (it is draining before shutdown):
+	// a reconnecting client opens them on its next session.
+	ErrGoAway = errors.New("channel: the server takes no new streams (draining)")
+)
+
+var (
+	errSessionEnded = fmt.Errorf("channel: session ended: %w", net.ErrClosed)
+	errStreamIDs    = errors.New("channel: no stream ids left in this session")
 )
 
 // CloseError is the close message with which the server ended a session

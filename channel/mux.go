@@ -11,17 +11,22 @@ import (
 	"time"
 )
 
-// The server speaks yamux (hashicorp/yamux spec.md, version 0) with its own
-// multiplexer rather than a hashicorp/yamux session. A yamux session keeps
-// three goroutines and a 4 KiB read buffer per connection (receive, send,
-// keepalive) and an accept goroutine on top; this one keeps none of its own:
-// the session's read loop runs in the goroutine that serves the connection,
-// writers write under one lock, keepalive is a timer, and each stream is
-// handed to its handler goroutine as its SYN arrives. Idle memory per
-// session is what the aim of one server holding many peers is about.
+// Both ends speak yamux (hashicorp/yamux spec.md, version 0) with the
+// project's own multiplexer rather than a hashicorp/yamux session. A yamux
+// session keeps three goroutines and a 4 KiB read buffer per connection
+// (receive, send, keepalive) and an accept goroutine on top; this one keeps
+// one goroutine, its read loop: on the server the goroutine that serves the
+// connection, on a client one the Session owns. Writers write under one
+// lock, keepalive is a timer, and on the server each stream is handed to its
+// handler goroutine as its SYN arrives. Idle memory per session is what the
+// aim of one server holding many peers is about.
 //
-// It also does natively what wsConn has to bolt onto a yamux session: reset
-// a stream, check each stream's receive credit, count refused streams.
+// It also does what a hashicorp/yamux session cannot: reset a stream, and
+// send each frame, header and body, as one WebSocket message.
+//
+// The roles differ only in who opens streams: a client opens odd stream ids
+// (OpenStream) and resets any stream the server opens; the server accepts
+// odd ids (onStream) and opens none.
 
 // muxConn is the message transport under a muxSession: wsConn, or a fake in
 // tests and fuzzing.
@@ -41,27 +46,30 @@ type muxConn interface {
 
 // muxConfig tunes a muxSession.
 type muxConfig struct {
+	client      bool             // the client role: opens odd stream ids
 	keepAlive   time.Duration    // between keepalive pings; 0 disables them
 	pingTimeout time.Duration    // for a keepalive ping's answer
 	onPing      func() bool      // per ping the peer sends; false closes with 4400
-	onStream    func(*muxStream) // per stream opened, in the read loop
+	onStream    func(*muxStream) // per stream the peer opens, in the read loop; nil resets them
 }
 
-// muxSession is the server side of one yamux session.
+// muxSession is one yamux session, either role.
 type muxSession struct {
 	conn muxConn
 	cfg  muxConfig
 
 	wmu sync.Mutex // orders frames; a stream's RST is never followed by its data
 
-	mu      sync.Mutex
-	streams map[uint32]*muxStream
-	goAway  bool // we sent a go-away: new streams are reset
-	closed  bool
-	ka      *time.Timer
-	cut     []*muxStream // the streams open when the session closed
-	pingID  uint32
-	pingOut bool // a keepalive ping awaits its answer
+	mu         sync.Mutex
+	streams    map[uint32]*muxStream
+	goAway     bool   // we sent a go-away: new streams are reset
+	peerGoAway bool   // the peer sent a go-away: OpenStream fails
+	nextID     uint32 // the id OpenStream takes next; 0 when ids ran out
+	closed     bool
+	ka         *time.Timer
+	cut        []*muxStream // the streams open when the session closed
+	pingID     uint32
+	pingOut    bool // a keepalive ping awaits its answer
 
 	// read loop only
 	msg io.Reader // the message being read, nil between messages
@@ -77,6 +85,9 @@ var smallBodies = sync.Pool{New: func() any { return new([smallBody]byte) }}
 
 func newMuxSession(conn muxConn, cfg muxConfig) *muxSession {
 	m := &muxSession{conn: conn, cfg: cfg, streams: make(map[uint32]*muxStream)}
+	if cfg.client {
+		m.nextID = 1
+	}
 	if cfg.keepAlive > 0 {
 		m.mu.Lock() // the timer's function reads m.ka under mu
 		m.ka = time.AfterFunc(cfg.keepAlive, m.keepalive)
@@ -125,7 +136,10 @@ func (m *muxSession) readLoop() error {
 		case typePing:
 			err = m.ping(flags, length)
 		case typeGoAway:
-			// The peer will open no more streams; there is nothing to do.
+			// The peer will take no more streams (and open none).
+			m.mu.Lock()
+			m.peerGoAway = true
+			m.mu.Unlock()
 		default:
 			return m.violation("unknown yamux frame type %d", typ)
 		}
@@ -177,10 +191,19 @@ func (m *muxSession) violation(format string, args ...any) error {
 }
 
 // open handles a SYN: it registers stream id and hands it to its handler,
-// or resets it after a go-away. It returns nil for a stream not opened.
+// or resets it after a go-away or when the session takes no streams. It
+// returns nil for a stream not opened.
 func (m *muxSession) open(id uint32) (*muxStream, error) {
-	if id%2 == 0 {
+	switch {
+	case m.cfg.client && id%2 == 1:
+		return nil, m.violation("stream id %d is odd: a server opens even stream ids", id)
+	case !m.cfg.client && id%2 == 0:
 		return nil, m.violation("stream id %d is even: a client opens odd stream ids", id)
+	}
+	if m.cfg.onStream == nil {
+		// A client takes no streams: it refuses them as yamux does
+		// when its accept backlog is full.
+		return nil, m.writeControl(typeWindowUpdate, flagRST, id, 0, nil)
 	}
 	m.mu.Lock()
 	if _, dup := m.streams[id]; dup {
@@ -316,6 +339,45 @@ func (m *muxSession) keepalive() {
 	if err := m.writeControl(typePing, flagSYN, 0, id, nil); err != nil {
 		m.Close()
 	}
+}
+
+// OpenStream opens a stream (client role). Its SYN is sent before the call
+// returns, so it comes before anything written on the stream; the peer's
+// ACK needs no waiting for.
+func (m *muxSession) OpenStream() (*muxStream, error) {
+	m.wmu.Lock() // SYNs go out in the order of their ids
+	m.mu.Lock()
+	var err error
+	switch {
+	case m.closed:
+		err = errSessionEnded
+	case m.peerGoAway:
+		err = ErrGoAway
+	case m.nextID == 0 || !m.cfg.client:
+		err = errStreamIDs
+	}
+	if err != nil {
+		m.mu.Unlock()
+		m.wmu.Unlock()
+		return nil, err
+	}
+	id := m.nextID
+	m.nextID += 2 // wraps to 1 after the last odd id: 0 marks none left
+	if m.nextID < id {
+		m.nextID = 0
+	}
+	st := newMuxStream(m, id)
+	m.streams[id] = st
+	m.mu.Unlock()
+	var f [yamuxHeaderSize]byte
+	putHeader(f[:], typeWindowUpdate, flagSYN, id, 0)
+	err = m.conn.writeFrame(f[:])
+	m.wmu.Unlock()
+	if err != nil {
+		m.Close() // a failed write leaves the session unusable
+		return nil, errSessionEnded
+	}
+	return st, nil
 }
 
 // GoAway tells the peer to open no more streams; later ones are reset.

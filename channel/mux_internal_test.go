@@ -428,84 +428,14 @@ func FuzzMux(f *testing.F) {
 	f.Add(frameOf(9, 0, 1, 0, nil), []byte{}, []byte{1})
 	f.Add(frameOf(typeData, flagSYN, 1, streamWindow+1, nil), []byte{1}, []byte{3})
 	f.Fuzz(func(t *testing.T, data, sizes, cuts []byte) {
-		c := newFakeConn()
-		c.sizes = sizes
-		c.in = make(chan []byte, len(data)+1)
-		for rest, i := data, 0; len(rest) > 0; i++ {
-			n := len(rest)
-			if len(cuts) > 0 {
-				n = min(n, int(cuts[i%len(cuts)])*64+1)
-			}
-			c.in <- rest[:n]
-			rest = rest[n:]
-		}
-		close(c.in)
+		c := fuzzConn(data, sizes, cuts)
 		var opened []uint32
 		m := newMuxSession(c, muxConfig{onStream: func(s *muxStream) { opened = append(opened, s.id) }})
-		ran := make(chan error, 1)
-		go func() { ran <- m.run() }()
-		var err error
-		select {
-		case err = <-ran:
-		case <-time.After(5 * time.Second):
-			buf := make([]byte, 1<<20)
-			t.Fatalf("session hangs:\n%s", buf[:runtime.Stack(buf, true)])
-		}
+		err := runToEnd(t, m)
 
-		// The reference reading.
-		credit := map[uint32]int64{} // open streams and their receive credit
-		var wantOpen, pings []uint32
-		violation := false
-	scan:
-		for p := 0; p+yamuxHeaderSize <= len(data); {
-			hd := parseOut(data[p:])
-			p += yamuxHeaderSize
-			if data[p-yamuxHeaderSize] != 0 || hd.typ > typeGoAway || (hd.typ == typeData && hd.length > streamWindow) {
-				violation = true
-				break
-			}
-			if hd.typ == typePing {
-				if hd.flags&flagSYN != 0 {
-					pings = append(pings, hd.length)
-				}
-				continue
-			}
-			if hd.typ == typeGoAway {
-				continue
-			}
-			if hd.flags&flagSYN != 0 {
-				if _, dup := credit[hd.id]; dup || hd.id%2 == 0 {
-					violation = true
-					break scan
-				}
-				credit[hd.id] = streamWindow
-				wantOpen = append(wantOpen, hd.id)
-			}
-			if hd.typ == typeData {
-				// The header alone tells a frame past the window.
-				if c, ok := credit[hd.id]; ok && hd.length > 0 {
-					if int64(hd.length) > c {
-						violation = true
-						break scan
-					}
-					credit[hd.id] = c - int64(hd.length)
-				}
-				if p+int(hd.length) > len(data) {
-					break // cut short: the connection just ends
-				}
-				p += int(hd.length)
-			}
-			if hd.flags&flagRST != 0 {
-				delete(credit, hd.id)
-			}
-		}
-		code, reason, _ := c.status()
-		if violation != errors.Is(err, ErrProtocol) || violation != (code == CloseProtocolError) {
-			t.Fatalf("violation %v, want %v (close %d %q)", err, violation, code, reason)
-		}
-		if violation && reason == "" {
-			t.Fatal("violation without a reason")
-		}
+		ref := referenceRead(data, false, map[uint32]int64{})
+		violation, wantOpen, pings := ref.violation, ref.syns, ref.pings
+		checkViolation(t, c, err, violation)
 		if !violation {
 			if len(opened) != len(wantOpen) {
 				t.Fatalf("opened %v, want %v", opened, wantOpen)
@@ -527,6 +457,180 @@ func FuzzMux(f *testing.F) {
 			t.Fatal("session not ended")
 		}
 	})
+}
+
+// FuzzMuxClient feeds a client session, with streams 1, 3 and 5 open,
+// arbitrary frames from the server. It must never panic or hang, must reset
+// every stream the server opens and answer every ping, and must refuse
+// exactly what a reference reading of the frames says is a violation.
+func FuzzMuxClient(f *testing.F) {
+	var good []byte
+	good = append(good, frameOf(typeWindowUpdate, flagACK, 1, 0, nil)...)
+	good = append(good, frameOf(typeData, 0, 1, 5, []byte("hello"))...)
+	good = append(good, frameOf(typePing, flagSYN, 0, 9, nil)...)
+	good = append(good, frameOf(typeWindowUpdate, flagSYN, 2, 0, nil)...)
+	good = append(good, frameOf(typeData, flagFIN, 3, 2, []byte("hi"))...)
+	good = append(good, frameOf(typeWindowUpdate, flagRST, 5, 0, nil)...)
+	good = append(good, frameOf(typeGoAway, 0, 0, 0, nil)...)
+	f.Add(good, []byte{0, 11, 2}, []byte{30, 200})
+	f.Add(frameOf(typeWindowUpdate, flagSYN, 7, 0, nil), []byte{5}, []byte{})
+	f.Add(frameOf(typeData, 0, 3, streamWindow, make([]byte, 100)), []byte{}, []byte{1})
+	f.Add(frameOf(typeData, 0, 1, streamWindow+1, nil), []byte{1}, []byte{3})
+	f.Fuzz(func(t *testing.T, data, sizes, cuts []byte) {
+		c := fuzzConn(data, sizes, cuts)
+		m := newMuxSession(c, muxConfig{client: true})
+		credit := map[uint32]int64{} // open streams and their receive credit
+		for _, want := range []uint32{1, 3, 5} {
+			st, err := m.OpenStream()
+			if err != nil || st.id != want {
+				t.Fatalf("OpenStream: stream %v, %v; want %d", st, err, want)
+			}
+			credit[want] = streamWindow
+		}
+		err := runToEnd(t, m)
+
+		ref := referenceRead(data, true, credit)
+		violation, refused, pings, goAway := ref.violation, ref.syns, ref.pings, ref.goAway
+		checkViolation(t, c, err, violation)
+		if !violation {
+			var syns, rsts, pongs []uint32
+			for _, fr := range c.frames() {
+				switch hd := parseOut(fr); {
+				case hd.typ == typeWindowUpdate && hd.flags == flagSYN:
+					syns = append(syns, hd.id)
+				case hd.typ == typeWindowUpdate && hd.flags == flagRST:
+					rsts = append(rsts, hd.id)
+				case hd.typ == typePing && hd.flags == flagACK:
+					pongs = append(pongs, hd.length)
+				}
+			}
+			if !equalIDs(syns, []uint32{1, 3, 5}) || !equalIDs(rsts, refused) || !equalIDs(pongs, pings) {
+				t.Fatalf("SYNs %v, RSTs %v for %v, pongs %v for %v", syns, rsts, refused, pongs, pings)
+			}
+			m.mu.Lock()
+			sawGoAway := m.peerGoAway
+			m.mu.Unlock()
+			if sawGoAway != goAway {
+				t.Fatalf("go-away seen %v, want %v", sawGoAway, goAway)
+			}
+		}
+		if !m.isClosed() {
+			t.Fatal("session not ended")
+		}
+		if _, err := m.OpenStream(); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("OpenStream after the end: %v", err)
+		}
+	})
+}
+
+// reference is what a reading of frames by the spec expects of a session.
+type reference struct {
+	violation bool
+	syns      []uint32 // streams the peer opened: accepted (server) or refused (client)
+	pings     []uint32 // the opaque values of the peer's pings
+	goAway    bool
+}
+
+// referenceRead reads the frames in data as the spec says, for a session of
+// the given role whose open streams have the receive credit in credit.
+func referenceRead(data []byte, client bool, credit map[uint32]int64) (r reference) {
+	for p := 0; p+yamuxHeaderSize <= len(data); {
+		hd := parseOut(data[p:])
+		if !validHeader(data[p:]) {
+			r.violation = true
+			return r
+		}
+		p += yamuxHeaderSize
+		switch hd.typ {
+		case typePing:
+			if hd.flags&flagSYN != 0 {
+				r.pings = append(r.pings, hd.length)
+			}
+			continue
+		case typeGoAway:
+			r.goAway = true
+			continue
+		}
+		if hd.flags&flagSYN != 0 {
+			if _, dup := credit[hd.id]; dup || hd.id%2 == 1 == client {
+				r.violation = true
+				return r
+			}
+			if !client {
+				credit[hd.id] = streamWindow
+			}
+			r.syns = append(r.syns, hd.id)
+		}
+		if hd.typ == typeData {
+			// The header alone tells a frame past the window.
+			if c, ok := credit[hd.id]; ok && hd.length > 0 {
+				if int64(hd.length) > c {
+					r.violation = true
+					return r
+				}
+				credit[hd.id] = c - int64(hd.length)
+			}
+			if p+int(hd.length) > len(data) {
+				return r // cut short: the connection just ends
+			}
+			p += int(hd.length)
+		}
+		if hd.flags&flagRST != 0 {
+			delete(credit, hd.id)
+		}
+	}
+	return r
+}
+
+// fuzzConn is a fakeConn that delivers data cut into messages at cuts and
+// read in chunks of sizes.
+func fuzzConn(data, sizes, cuts []byte) *fakeConn {
+	c := newFakeConn()
+	c.sizes = sizes
+	c.in = make(chan []byte, len(data)+1)
+	for rest, i := data, 0; len(rest) > 0; i++ {
+		n := len(rest)
+		if len(cuts) > 0 {
+			n = min(n, int(cuts[i%len(cuts)])*64+1)
+		}
+		c.in <- rest[:n]
+		rest = rest[n:]
+	}
+	close(c.in)
+	return c
+}
+
+// runToEnd runs m's read loop over a fuzzConn, which ends, and fails the
+// test if it hangs.
+func runToEnd(t *testing.T, m *muxSession) error {
+	ran := make(chan error, 1)
+	go func() { ran <- m.run() }()
+	select {
+	case err := <-ran:
+		return err
+	case <-time.After(5 * time.Second):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("session hangs:\n%s", buf[:runtime.Stack(buf, true)])
+		return nil
+	}
+}
+
+// validHeader is the reference check of a frame header on its own.
+func validHeader(h []byte) bool {
+	hd := parseOut(h)
+	return h[0] == yamuxVersion && hd.typ <= typeGoAway && (hd.typ != typeData || hd.length <= streamWindow)
+}
+
+// checkViolation compares how the session ended with the reference reading.
+func checkViolation(t *testing.T, c *fakeConn, err error, violation bool) {
+	t.Helper()
+	code, reason, _ := c.status()
+	if violation != errors.Is(err, ErrProtocol) || violation != (code == CloseProtocolError) {
+		t.Fatalf("violation %v, want %v (close %d %q)", err, violation, code, reason)
+	}
+	if violation && reason == "" {
+		t.Fatal("violation without a reason")
+	}
 }
 
 func equalIDs(a, b []uint32) bool {

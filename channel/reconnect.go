@@ -637,7 +637,7 @@ func (r *ClientReplica) run(cur *Replica) {
 		if r.isClosed() {
 			return
 		}
-		if err := cur.Err(); err != nil && !cur.st.sess.ys.IsClosed() {
+		if err := cur.Err(); err != nil && !cur.st.sess.mux.isClosed() {
 			r.end(err) // the server ended it, not the session's end
 			return
 		}

@@ -487,7 +487,7 @@ func (s *session) serve() {
 // accept starts serving a stream the client opened; it runs in the read
 // loop, so it never blocks for long.
 func (s *session) accept(ms *muxStream) {
-	st := newStream(ms, ms.id, s.local, s.peer, s.h.cfg.StreamCloseTimeout)
+	st := newStream(ms, s.local, s.peer, s.h.cfg.StreamCloseTimeout)
 	st.onReject = s.h.countReject
 	var refuse *Error
 	switch {

@@ -3,15 +3,11 @@ package channel
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // Stream is one yamux stream of a session, after its header line. It is a
@@ -20,7 +16,7 @@ import (
 // Read and Write may be called from two goroutines at once; Reset and
 // CloseWrite from any goroutine.
 type Stream struct {
-	sc     streamConn
+	sc     *muxStream
 	id     uint32
 	local  net.Addr
 	remote net.Addr
@@ -47,10 +43,9 @@ type Stream struct {
 // (with ErrStreamReset): an endpoint that resets must clean up by itself,
 // and its end must be idempotent.
 //
-// On the server, f and end run in the session's read loop (what arrived
-// before the call is passed on by the call itself): they must return
-// quickly, never wait on the network, and not read the stream; f's slice is
-// valid only during the call. On a client a goroutine of the stream reads.
+// f and end run in the session's read loop (what arrived before the call is
+// passed on by the call itself): they must return quickly, never wait on the
+// network, and not read the stream; f's slice is valid only during the call.
 //
 // An endpoint calls ReadInline after Accept and may then return from
 // ServeStream: the stream stays open, and the endpoint calls done, once,
@@ -66,25 +61,7 @@ func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(),
 		s.pre = nil
 		f(pre)
 	}
-	if ir, ok := s.sc.(interface {
-		readInline(func([]byte), func(error))
-	}); ok {
-		ir.readInline(f, end)
-	} else {
-		go func() { // owned by the stream: it ends with the stream's reads
-			buf := make([]byte, 16<<10)
-			for {
-				n, err := s.sc.Read(buf)
-				if n > 0 {
-					f(buf[:n])
-				}
-				if err != nil {
-					end(err)
-					return
-				}
-			}
-		}()
-	}
+	s.sc.readInline(f, end)
 	s.inline.Store(true)
 	var once sync.Once
 	return func() {
@@ -98,24 +75,8 @@ func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(),
 	}, nil
 }
 
-// streamConn is what a Stream runs on: a stream of the server's own
-// multiplexer (muxStream) or of a hashicorp/yamux client session
-// (yamuxStream). Errors are already the package's: ErrStreamReset,
-// io.EOF, os.ErrDeadlineExceeded and net.ErrClosed wrapped.
-type streamConn interface {
-	Read(p []byte) (int, error)
-	Write(p []byte) (int, error)
-	CloseWrite() error // FIN; again does nothing
-	Reset() error      // RST; wakes blocked calls; again does nothing
-	SetReadDeadline(t time.Time) error
-	SetWriteDeadline(t time.Time) error
-	Done() <-chan struct{}
-	PeerClosed() bool
-	Release() // the owner is done with the stream
-}
-
-func newStream(sc streamConn, id uint32, local, remote net.Addr, linger time.Duration) *Stream {
-	return &Stream{sc: sc, id: id, local: local, remote: remote, linger: linger}
+func newStream(sc *muxStream, local, remote net.Addr, linger time.Duration) *Stream {
+	return &Stream{sc: sc, id: sc.id, local: local, remote: remote, linger: linger}
 }
 
 // ID returns the yamux stream id.
@@ -202,83 +163,6 @@ func (s *Stream) LocalAddr() net.Addr { return s.local }
 
 // RemoteAddr returns the session's remote address (net.Conn).
 func (s *Stream) RemoteAddr() net.Addr { return s.remote }
-
-// yamuxStream is a client's stream: a hashicorp/yamux stream, with what
-// wsConn sees of its frames (reset, FIN, Done).
-type yamuxStream struct {
-	ys     *yamux.Stream
-	conn   *wsConn
-	id     uint32
-	watch  *watch
-	reset  atomic.Bool
-	closeW sync.Once
-}
-
-func newYamuxStream(ys *yamux.Stream, conn *wsConn) *yamuxStream {
-	id := ys.StreamID()
-	return &yamuxStream{ys: ys, conn: conn, id: id, watch: conn.watchOf(id)}
-}
-
-func (s *yamuxStream) Read(p []byte) (int, error) {
-	if s.reset.Load() {
-		return 0, ErrStreamReset
-	}
-	n, err := s.ys.Read(p)
-	if n > 0 && err != nil && err != io.EOF {
-		// yamux returns the error of the window update it sends after a
-		// read along with the data: a peer that half-closed and hung up
-		// cannot take it, yet what it sent is here to be read. The
-		// stream's real state shows on the next Read.
-		return n, nil
-	}
-	return n, s.mapErr(err)
-}
-
-func (s *yamuxStream) Write(p []byte) (int, error) {
-	if s.reset.Load() {
-		return 0, ErrStreamReset
-	}
-	n, err := s.ys.Write(p)
-	return n, s.mapErr(err)
-}
-
-func (s *yamuxStream) mapErr(err error) error {
-	switch {
-	case err == nil || err == io.EOF:
-		return err
-	case s.reset.Load() || errors.Is(err, yamux.ErrConnectionReset):
-		return ErrStreamReset
-	case errors.Is(err, yamux.ErrTimeout):
-		return fmt.Errorf("channel: stream %d: %w", s.id, os.ErrDeadlineExceeded)
-	case errors.Is(err, yamux.ErrStreamClosed), errors.Is(err, yamux.ErrSessionShutdown):
-		return fmt.Errorf("channel: stream %d: %w", s.id, net.ErrClosed)
-	}
-	return err
-}
-
-func (s *yamuxStream) CloseWrite() error {
-	var err error
-	s.closeW.Do(func() {
-		if !s.reset.Load() {
-			err = s.mapErr(s.ys.Close())
-		}
-	})
-	return err
-}
-
-func (s *yamuxStream) Reset() error {
-	if !s.reset.CompareAndSwap(false, true) {
-		return nil
-	}
-	_ = s.ys.SetDeadline(time.Unix(1, 0)) // wakes a blocked Read or Write
-	return s.conn.resetStream(s.id)
-}
-
-func (s *yamuxStream) SetReadDeadline(t time.Time) error  { return s.ys.SetReadDeadline(t) }
-func (s *yamuxStream) SetWriteDeadline(t time.Time) error { return s.ys.SetWriteDeadline(t) }
-func (s *yamuxStream) Done() <-chan struct{}              { return s.watch.done }
-func (s *yamuxStream) PeerClosed() bool                   { return s.watch.fin.Load() }
-func (s *yamuxStream) Release()                           { s.conn.release(s.id) }
 
 var _ net.Conn = (*Stream)(nil)
 

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -269,61 +268,13 @@ func TestDoneOnPeerReset(t *testing.T) {
 	echoRoundTrip(t, s)
 }
 
-// chunkConn carries a yamux client over a WebSocket the way other clients
-// may: it splits what yamux writes into random small messages, so frame
-// headers and bodies cross message boundaries.
-type chunkConn struct {
-	ws  *websocket.Conn
-	rng *rand.Rand
-
-	wmu sync.Mutex
-	r   io.Reader
-}
-
-func (c *chunkConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	buf := p
-	for len(buf) > 0 {
-		n := min(len(buf), 1+c.rng.IntN(17))
-		if err := c.ws.WriteMessage(websocket.BinaryMessage, buf[:n]); err != nil {
-			return 0, err
-		}
-		buf = buf[n:]
-	}
-	return len(p), nil
-}
-
-func (c *chunkConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			_, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *chunkConn) Close() error { return c.ws.Close() }
-
 func TestFramesSplitAcrossMessages(t *testing.T) {
 	ts := newTestServer(t, channel.Config{})
 	ws := rawDial(t, ts.URL, nil)
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard
 	cfg.EnableKeepAlive = false
-	ys, err := yamux.Client(&chunkConn{ws: ws, rng: rand.New(rand.NewPCG(1, 2))}, cfg)
+	ys, err := yamux.Client(&msgConn{ws: ws, rng: rand.New(rand.NewPCG(1, 2))}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 // from the WebSocket messages, as the baseline's client does, so that the
 // clients, which share the machine with the server, take from it about what
 // the baseline's clients take (-client raw). The Go client (-client go)
-// runs a hashicorp/yamux session with its goroutines instead.
+// runs a whole client session, with its stream buffers and read loop.
 type rawEcho struct {
 	ws *websocket.Conn
 
