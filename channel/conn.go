@@ -111,7 +111,10 @@ func (c *wsConn) readFailed(err error) error {
 func (c *wsConn) writeFrame(frame []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.writeMessage(frame)
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return err
+	}
+	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
 
 // fail ends reading because of the peer's fault: it closes with the code
@@ -152,14 +155,6 @@ func (c *wsConn) readerDone(err error) error {
 	default:
 	}
 	return err
-}
-
-// writeMessage sends one binary message; wmu must be held.
-func (c *wsConn) writeMessage(b []byte) error {
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
-		return err
-	}
-	return c.ws.WriteMessage(websocket.BinaryMessage, b)
 }
 
 // setCloseStatus records the close code to send; the first one set wins.

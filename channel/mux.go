@@ -345,7 +345,6 @@ func (m *muxSession) keepalive() {
 // returns, so it comes before anything written on the stream; the peer's
 // ACK needs no waiting for.
 func (m *muxSession) OpenStream() (*muxStream, error) {
-	m.wmu.Lock() // SYNs go out in the order of their ids
 	m.mu.Lock()
 	var err error
 	switch {
@@ -353,12 +352,11 @@ func (m *muxSession) OpenStream() (*muxStream, error) {
 		err = errSessionEnded
 	case m.peerGoAway:
 		err = ErrGoAway
-	case m.nextID == 0 || !m.cfg.client:
+	case m.nextID == 0: // a server's, or ids ran out
 		err = errStreamIDs
 	}
 	if err != nil {
 		m.mu.Unlock()
-		m.wmu.Unlock()
 		return nil, err
 	}
 	id := m.nextID
@@ -369,11 +367,7 @@ func (m *muxSession) OpenStream() (*muxStream, error) {
 	st := newMuxStream(m, id)
 	m.streams[id] = st
 	m.mu.Unlock()
-	var f [yamuxHeaderSize]byte
-	putHeader(f[:], typeWindowUpdate, flagSYN, id, 0)
-	err = m.conn.writeFrame(f[:])
-	m.wmu.Unlock()
-	if err != nil {
+	if err := m.writeControl(typeWindowUpdate, flagSYN, id, 0, nil); err != nil {
 		m.Close() // a failed write leaves the session unusable
 		return nil, errSessionEnded
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
 // hashicorp/yamux is the independent partner of the project's multiplexer:
@@ -291,7 +292,10 @@ func TestClientResetsHashicorpStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctestRead(t, st, "abc", func() { st.Write([]byte("abc")) })
+	if _, err := st.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	sctest.ExpectRead(t, st, "abc")
 	if err := st.Reset(); err != nil {
 		t.Fatal(err)
 	}
@@ -302,18 +306,6 @@ func TestClientResetsHashicorpStream(t *testing.T) {
 		return nil
 	})
 	echoRoundTripRaw(t, s)
-}
-
-// sctestRead writes with send and reads want back.
-func sctestRead(t *testing.T, st *channel.Stream, want string, send func()) {
-	t.Helper()
-	send()
-	st.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(st, got); err != nil || string(got) != want {
-		t.Fatalf("read %q, %v; want %q", got, err, want)
-	}
-	st.SetReadDeadline(time.Time{})
 }
 
 // echoRoundTripRaw proves the session still serves, through the
@@ -369,7 +361,10 @@ func TestClientSeesHashicorpGoAway(t *testing.T) {
 		}
 		return nil
 	})
-	sctestRead(t, st, "still here", func() { st.Write([]byte("still here")) })
+	if _, err := st.Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	sctest.ExpectRead(t, st, "still here")
 }
 
 // TestClientCloseEndsHashicorpSession: the client's Close ends the server's

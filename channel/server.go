@@ -600,7 +600,7 @@ func (s *session) streamEnded() {
 // close timeout.
 func (s *session) finish(st *Stream, e *Error) {
 	if e != nil {
-		s.log.Debug("stream rejected", "stream", st.id, "code", e.Code, "message", e.Message)
+		s.log.Debug("stream rejected", "stream", st.ID(), "code", e.Code, "message", e.Message)
 		st.Reject(e)
 		switch e.Code {
 		case CodeBadHeader, CodeUnknownEndpoint, CodeBadNamespace, CodeBadToken:

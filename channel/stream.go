@@ -17,7 +17,6 @@ import (
 // CloseWrite from any goroutine.
 type Stream struct {
 	sc     *muxStream
-	id     uint32
 	local  net.Addr
 	remote net.Addr
 	// linger is how long Close waits for the peer's FIN before it resets.
@@ -76,11 +75,11 @@ func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(),
 }
 
 func newStream(sc *muxStream, local, remote net.Addr, linger time.Duration) *Stream {
-	return &Stream{sc: sc, id: sc.id, local: local, remote: remote, linger: linger}
+	return &Stream{sc: sc, local: local, remote: remote, linger: linger}
 }
 
 // ID returns the yamux stream id.
-func (s *Stream) ID() uint32 { return s.id }
+func (s *Stream) ID() uint32 { return s.sc.id }
 
 // Read reads from the stream. It returns io.EOF once the peer half-closed and
 // everything before was read, and ErrStreamReset after a reset.
