@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -240,6 +241,8 @@ type Echo struct {
 	max int
 	mu  sync.Mutex
 	buf []byte
+
+	slab []byte // Recv's: what is left of the slab small frames come from
 }
 
 // MaxFrame is the largest frame the server accepts.
@@ -267,12 +270,55 @@ func (e *Echo) Send(p []byte) error {
 // *Error of an error record (code `limit`: a frame past the member's
 // publish budget was refused and the member has left the namespace).
 func (e *Echo) Recv() ([]byte, error) {
-	if p, err := e.r.Peek(FrameHeaderSize); err == nil && binary.BigEndian.Uint32(p) == ErrorRecordPrefix {
-		e.r.Discard(FrameHeaderSize)
+	// The prefix is peeked rather than read into an array: an array passed
+	// to a Reader escapes, which would cost an allocation per frame.
+	p, err := e.r.Peek(FrameHeaderSize)
+	if err != nil {
+		if err == io.EOF && len(p) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(p)
+	e.r.Discard(FrameHeaderSize)
+	if n == ErrorRecordPrefix {
 		return nil, readErrorRecord(e.r)
 	}
-	return ReadFrame(e.r, e.max)
+	if uint64(n) > uint64(e.max) {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrFrameTooLarge, n, e.max)
+	}
+	buf := e.alloc(int(n))
+	if _, err := io.ReadFull(e.r, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return buf, nil
 }
+
+// alloc returns room for a frame of n bytes. Small frames are carved from a
+// slab, one allocation for many frames: a member receiving a stream of
+// them would otherwise give the garbage collector a small object per
+// frame. Each frame is capped at its length, so appending to it copies;
+// a frame kept alive keeps its slab (recvSlab bytes) alive.
+func (e *Echo) alloc(n int) []byte {
+	if n == 0 || n > slabFrame {
+		return make([]byte, n)
+	}
+	if len(e.slab) < n {
+		e.slab = make([]byte, recvSlab)
+	}
+	b := e.slab[:n:n]
+	e.slab = e.slab[n:]
+	return b
+}
+
+// Frames of up to slabFrame bytes are carved from slabs of recvSlab bytes.
+const (
+	recvSlab  = 2 << 10
+	slabFrame = 128
+)
 
 // Close leaves the namespace gracefully: the server stops sending new frames,
 // delivers what it had queued, then ends the stream (Recv returns io.EOF).

@@ -25,11 +25,17 @@ func FuzzEchoRecv(f *testing.F) {
 	f.Add([]byte("\xff\xff\xff\xff{\"ok\":true}\n"), []byte{2}, uint16(8))
 	f.Add([]byte("\xff\xff\xff\xff{\"error\":"), []byte{0}, uint16(8))
 	f.Add([]byte("\xff\xff\xff"), []byte{0}, uint16(8))
+	f.Add(AppendFrame(AppendFrame(AppendFrame(nil, []byte("ab")), make([]byte, 200)), []byte("cd")), []byte{3, 9}, uint16(256))
 	f.Fuzz(func(t *testing.T, data, sizes []byte, max uint16) {
 		recv := func(data []byte) *Echo {
 			return &Echo{r: bufio.NewReaderSize(&chunkReader{data: data, sizes: sizes}, echoReadBuffer), max: int(max)}
 		}
 		e, pos := recv(data), 0
+		type kept struct {
+			frame []byte
+			at    int
+		}
+		var frames []kept // every frame stays as read, however many follow
 		for {
 			frame, err := e.Recv()
 			if err == nil {
@@ -39,6 +45,7 @@ func FuzzEchoRecv(f *testing.F) {
 				if want := data[pos+FrameHeaderSize:]; len(frame) > int(max) || !bytes.HasPrefix(want, frame) {
 					t.Fatal("frame differs from input or is over the limit")
 				}
+				frames = append(frames, kept{frame, pos + FrameHeaderSize})
 				pos += FrameHeaderSize + len(frame)
 				continue
 			}
@@ -66,6 +73,14 @@ func FuzzEchoRecv(f *testing.F) {
 				t.Fatalf("error record: %v", err)
 			}
 			break
+		}
+		for _, k := range frames {
+			_ = append(k.frame, 0xAA) // must not write into its neighbour
+		}
+		for _, k := range frames {
+			if !bytes.Equal(k.frame, data[k.at:k.at+len(k.frame)]) {
+				t.Fatalf("frame at %d changed after later reads", k.at)
+			}
 		}
 
 		if !utf8.Valid(data) || len(data) > 1024 {
