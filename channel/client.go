@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
 // DialOptions configures Dial. The zero value is ready to use.
@@ -40,7 +41,7 @@ type DialOptions struct {
 var defaultDialer = &websocket.Dialer{
 	Proxy:            http.ProxyFromEnvironment,
 	HandshakeTimeout: 45 * time.Second,
-	WriteBufferSize:  yamuxHeaderSize + streamWindow + 16,
+	WriteBufferSize:  mux.MaxFrameBytes + 16,
 	WriteBufferPool:  &sync.Pool{},
 }
 
@@ -50,7 +51,7 @@ var defaultDialer = &websocket.Dialer{
 // called from any goroutine.
 type Session struct {
 	conn          *wsConn
-	mux           *muxSession
+	mux           *mux.Session
 	local, remote net.Addr
 	linger        time.Duration
 	log           *slog.Logger
@@ -99,10 +100,10 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		done:        make(chan struct{}),
 		Subprotocol: ws.Subprotocol(),
 	}
-	s.mux = newMuxSession(conn, muxConfig{
-		client:      true,
-		keepAlive:   cfg.KeepAliveInterval,
-		pingTimeout: cfg.WriteTimeout,
+	s.mux = mux.New(conn, mux.Config{
+		Client:      true,
+		KeepAlive:   cfg.KeepAliveInterval,
+		PingTimeout: cfg.WriteTimeout,
 	})
 	go s.run()
 	return s, nil
@@ -114,7 +115,7 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 // session (Close, a failed write, the server's close), the close code is
 // known by then.
 func (s *Session) run() {
-	err := s.mux.run()
+	err := s.mux.Run()
 	s.conn.ws.Close()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Debug("session ended", "err", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/signalchannel/signalchannel/auth"
+	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
 // Config tunes a Handler. The zero value of a field means its default;
@@ -147,8 +148,8 @@ func (c Config) Validate() error {
 	positive("MaxSessionsPerIP", c.MaxSessionsPerIP > 0)
 	positive("MaxStreamOpensPerSecond", c.MaxStreamOpensPerSecond > 0)
 	positive("MaxHeaderErrors", c.MaxHeaderErrors > 0)
-	if c.MaxMessageBytes < yamuxHeaderSize+streamWindow {
-		errs = append(errs, fmt.Errorf("channel: MaxMessageBytes must be at least %d (one whole yamux frame)", yamuxHeaderSize+streamWindow))
+	if c.MaxMessageBytes < mux.MaxFrameBytes {
+		errs = append(errs, fmt.Errorf("channel: MaxMessageBytes must be at least %d (one whole yamux frame)", mux.MaxFrameBytes))
 	}
 	for _, o := range c.AllowedOrigins {
 		if strings.Count(o, "*") > 1 || o == "" {

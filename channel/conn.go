@@ -8,25 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-)
-
-// yamux framing (hashicorp/yamux spec.md, version 0).
-const (
-	yamuxHeaderSize = 12
-	yamuxVersion    = 0
-
-	typeData         = 0
-	typeWindowUpdate = 1
-	typePing         = 2
-	typeGoAway       = 3
-
-	flagSYN = 1
-	flagACK = 2
-	flagFIN = 4
-	flagRST = 8
-
-	// streamWindow is the yamux stream window: no data frame may be longer.
-	streamWindow = 256 << 10
+	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
 // WebSocket close codes of PROTOCOL.md section 6.
@@ -34,7 +16,7 @@ const (
 	CloseNormal        = websocket.CloseNormalClosure   // 1000
 	CloseGoingAway     = websocket.CloseGoingAway       // 1001
 	CloseUnsupported   = websocket.CloseUnsupportedData // 1003
-	CloseProtocolError = 4400
+	CloseProtocolError = mux.CloseProtocolError         // 4400
 	CloseUnauthorized  = 4401
 	CloseLimit         = 4429
 
@@ -44,8 +26,8 @@ const (
 
 // wsConn is a session's WebSocket, under the multiplexer of either role: one
 // binary message per yamux frame, and the close handshake with its code and
-// reason. The multiplexer's read loop is its one reader (nextMessage);
-// frames are written whole, under one lock (writeFrame).
+// reason. The multiplexer's read loop is its one reader (NextMessage);
+// frames are written whole, under one lock (WriteFrame).
 type wsConn struct {
 	ws           *websocket.Conn
 	writeTimeout time.Duration
@@ -82,22 +64,22 @@ func newWSConn(ws *websocket.Conn, writeTimeout time.Duration) *wsConn {
 	}
 }
 
-// nextMessage returns a reader for the next message, which must be binary.
-func (c *wsConn) nextMessage() (io.Reader, error) {
+// NextMessage returns a reader for the next message, which must be binary.
+func (c *wsConn) NextMessage() (io.Reader, error) {
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
-		return nil, c.readFailed(err)
+		return nil, c.ReadFailed(err)
 	}
 	if mt != websocket.BinaryMessage {
-		c.setCloseStatus(CloseUnsupported, "text messages are not allowed: send binary messages")
-		return nil, c.fail(ErrTextMessage)
+		c.SetCloseStatus(CloseUnsupported, "text messages are not allowed: send binary messages")
+		return nil, c.Fail(ErrTextMessage)
 	}
 	return r, nil
 }
 
-// readFailed ends reading on err, keeping the peer's close message if that
+// ReadFailed ends reading on err, keeping the peer's close message if that
 // is what err is.
-func (c *wsConn) readFailed(err error) error {
+func (c *wsConn) ReadFailed(err error) error {
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
 		c.peerMu.Lock()
@@ -107,8 +89,8 @@ func (c *wsConn) readFailed(err error) error {
 	return c.readerDone(err)
 }
 
-// writeFrame sends one whole frame as one binary message.
-func (c *wsConn) writeFrame(frame []byte) error {
+// WriteFrame sends one whole frame as one binary message.
+func (c *wsConn) WriteFrame(frame []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
@@ -120,7 +102,7 @@ func (c *wsConn) writeFrame(frame []byte) error {
 // fail ends reading because of the peer's fault: it closes with the code
 // already set, discards what the peer still sends until its close message
 // or the linger deadline, and returns err.
-func (c *wsConn) fail(err error) error {
+func (c *wsConn) Fail(err error) error {
 	c.Close()
 	for {
 		_, r, rerr := c.ws.NextReader()
@@ -141,8 +123,8 @@ func (c *wsConn) fail(err error) error {
 // linger deadline, so that unread input does not make the kernel reset the
 // connection and lose the close message. It blocks until then.
 func (c *wsConn) refuse(code int, reason string) {
-	c.setCloseStatus(code, reason)
-	c.fail(nil)
+	c.SetCloseStatus(code, reason)
+	c.Fail(nil)
 }
 
 // readerDone records that reading is over and closes the socket, unless a
@@ -157,8 +139,8 @@ func (c *wsConn) readerDone(err error) error {
 	return err
 }
 
-// setCloseStatus records the close code to send; the first one set wins.
-func (c *wsConn) setCloseStatus(code int, reason string) {
+// SetCloseStatus records the close code to send; the first one set wins.
+func (c *wsConn) SetCloseStatus(code int, reason string) {
 	c.statusMu.Lock()
 	defer c.statusMu.Unlock()
 	if c.closeCode == 0 {

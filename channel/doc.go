@@ -11,7 +11,7 @@
 //	h.Handle(channel.EndpointEcho, endpoints.NewEcho(endpoints.EchoConfig{}))
 //	http.Handle("/v1/channel", h)
 //
-// The server runs its own yamux multiplexer. Each session has one goroutine,
+// The server runs the yamux multiplexer of package channel/mux. Each session has one goroutine,
 // its read loop, started once the WebSocket is upgraded; keepalive is a
 // timer. Each stream gets a goroutine of its own, in which the endpoint's
 // ServeStream runs; an endpoint that waits on its peer most of the time can

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/signalchannel/signalchannel/internal/chunkio"
 	"github.com/signalchannel/signalchannel/model"
 )
 
@@ -28,7 +29,7 @@ func FuzzEchoRecv(f *testing.F) {
 	f.Add(AppendFrame(AppendFrame(AppendFrame(nil, []byte("ab")), make([]byte, 200)), []byte("cd")), []byte{3, 9}, uint16(256))
 	f.Fuzz(func(t *testing.T, data, sizes []byte, max uint16) {
 		recv := func(data []byte) *Echo {
-			return &Echo{r: bufio.NewReaderSize(&chunkReader{data: data, sizes: sizes}, echoReadBuffer), max: int(max)}
+			return &Echo{r: bufio.NewReaderSize(&chunkio.Reader{Data: data, Sizes: sizes}, echoReadBuffer), max: int(max)}
 		}
 		e, pos := recv(data), 0
 		type kept struct {

@@ -3,7 +3,8 @@ package channel
 import (
 	"errors"
 	"fmt"
-	"net"
+
+	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
 // Code is a protocol error code (PROTOCOL.md section 2). It is what a client
@@ -51,7 +52,7 @@ func (e *Error) Is(target error) bool {
 var (
 	// ErrStreamReset is returned by Stream reads and writes once the stream
 	// was reset by either side.
-	ErrStreamReset = errors.New("channel: stream reset")
+	ErrStreamReset = mux.ErrStreamReset
 	// ErrFrameTooLarge is returned by ReadFrame for a frame longer than the
 	// limit; nothing of the frame has been consumed past its length prefix.
 	ErrFrameTooLarge = errors.New("channel: frame too large")
@@ -61,18 +62,13 @@ var (
 	// not the JSON object PROTOCOL.md describes.
 	ErrBadReply = errors.New("channel: malformed reply line")
 	// ErrProtocol marks a yamux protocol violation by the peer (close 4400).
-	ErrProtocol = errors.New("channel: yamux protocol violation")
+	ErrProtocol = mux.ErrProtocol
 	// ErrTextMessage marks a text WebSocket message (close 1003).
 	ErrTextMessage = errors.New("channel: text message received")
 	// ErrGoAway is returned by Session.Open and OpenStream once the server
 	// has said it takes no new streams (it is draining before shutdown):
 	// a reconnecting client opens them on its next session.
-	ErrGoAway = errors.New("channel: the server takes no new streams (draining)")
-)
-
-var (
-	errSessionEnded = fmt.Errorf("channel: session ended: %w", net.ErrClosed)
-	errStreamIDs    = errors.New("channel: no stream ids left in this session")
+	ErrGoAway = mux.ErrGoAway
 )
 
 // CloseError is the close message with which the server ended a session

@@ -7,30 +7,9 @@ import (
 	"io"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/signalchannel/signalchannel/internal/chunkio"
 )
-
-// chunkReader returns data in chunks whose sizes come from sizes, cycled,
-// as a network would.
-type chunkReader struct {
-	data  []byte
-	sizes []byte
-	i     int
-}
-
-func (c *chunkReader) Read(p []byte) (int, error) {
-	if len(c.data) == 0 {
-		return 0, io.EOF
-	}
-	n := 1
-	if len(c.sizes) > 0 {
-		n = int(c.sizes[c.i%len(c.sizes)]) + 1
-		c.i++
-	}
-	n = min(n, len(p), len(c.data))
-	copy(p, c.data[:n])
-	c.data = c.data[n:]
-	return n, nil
-}
 
 // FuzzHeader reads a header line from input split in chunks, as the server
 // does, and parses it. It must never panic, must split the line exactly at
@@ -49,7 +28,7 @@ func FuzzHeader(f *testing.F) {
 		f.Add([]byte(seed), []byte{0, 3, 200})
 	}
 	f.Fuzz(func(t *testing.T, data, sizes []byte) {
-		line, rest, err := readLine(&chunkReader{data: data, sizes: sizes}, MaxHeaderBytes)
+		line, rest, err := readLine(&chunkio.Reader{Data: data, Sizes: sizes}, MaxHeaderBytes)
 		nl := bytes.IndexByte(data, '\n')
 		switch {
 		case nl >= 0 && nl < MaxHeaderBytes:
@@ -99,7 +78,7 @@ func FuzzFrame(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 9, 1}, []byte{0}, uint16(8))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, []byte{3}, uint16(100))
 	f.Fuzz(func(t *testing.T, data, sizes []byte, max uint16) {
-		r := &chunkReader{data: data, sizes: sizes}
+		r := &chunkio.Reader{Data: data, Sizes: sizes}
 		pos := 0
 		for {
 			frame, err := ReadFrame(r, int(max))
@@ -157,7 +136,7 @@ func FuzzFrameParser(f *testing.F) {
 		fp := FrameParser{Max: int(max)}
 		var got [][]byte
 		var err error
-		c := &chunkReader{data: data, sizes: sizes}
+		c := &chunkio.Reader{Data: data, Sizes: sizes}
 		buf := make([]byte, 300)
 		for err == nil {
 			n, rerr := c.Read(buf)

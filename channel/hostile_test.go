@@ -19,7 +19,7 @@ import (
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
-// steadyClient is a well-behaved client: it sends numbered frames on an echo
+// steadyClient is a well-behaved Client: it sends numbered frames on an echo
 // namespace and a second member checks that every one arrives, in order,
 // for as long as an attack lasts.
 type steadyClient struct {
@@ -104,7 +104,7 @@ func (c *steadyClient) finish(t *testing.T) {
 	}
 }
 
-// attack is a hostile client: it does its worst on its own connection and
+// attack is a hostile Client: it does its worst on its own connection and
 // returns the close code and reason the server answered with.
 type attack struct {
 	name string

@@ -634,10 +634,10 @@ func (r *ClientReplica) run(cur *Replica) {
 			r.end(r.c.endErr())
 			return
 		}
-		if r.isClosed() {
+		if r.Closed() {
 			return
 		}
-		if err := cur.Err(); err != nil && !cur.st.sess.mux.isClosed() {
+		if err := cur.Err(); err != nil && !cur.st.sess.mux.Closed() {
 			r.end(err) // the server ended it, not the session's end
 			return
 		}
@@ -685,7 +685,7 @@ func (r *ClientReplica) replicate(ctx context.Context, sess *Session) (*Replica,
 	return sess.Replicate(ctx, r.ns, r.m, r.opts)
 }
 
-func (r *ClientReplica) isClosed() bool {
+func (r *ClientReplica) Closed() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.closed

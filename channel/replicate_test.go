@@ -67,7 +67,7 @@ func wantEvent(t testing.TB, ev channel.KeyEvent, kind channel.KeyEventKind, key
 	}
 }
 
-// Presence through the Go client: members join with ephemeral keys, a
+// Presence through the Go Client: members join with ephemeral keys, a
 // refresh is not reported, a change is, and members leave at a graceful
 // Close and at their session's end, within a second.
 func TestReplicatePresence(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/auth"
+	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
 // Subprotocol is the WebSocket subprotocol the server selects when offered.
@@ -374,7 +375,7 @@ type session struct {
 	remote string
 	log    *slog.Logger
 	conn   *wsConn
-	mux    *muxSession
+	mux    *mux.Session
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // stream goroutines
@@ -409,18 +410,18 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		conn.setCloseStatus(CloseGoingAway, "server is shutting down")
+		conn.SetCloseStatus(CloseGoingAway, "server is shutting down")
 		conn.Close()
 		s.cancel()
 		return nil
 	}
 	// The session is registered before its multiplexer starts, so that
 	// Shutdown and Drain see every session that may open streams.
-	s.mux = newMuxSession(conn, muxConfig{
-		keepAlive:   h.cfg.KeepAliveInterval,
-		pingTimeout: h.cfg.WriteTimeout,
-		onPing:      s.pings.allow,
-		onStream:    s.accept,
+	s.mux = mux.New(conn, mux.Config{
+		KeepAlive:   h.cfg.KeepAliveInterval,
+		PingTimeout: h.cfg.WriteTimeout,
+		OnPing:      s.pings.allow,
+		OnStream:    s.accept,
 	})
 	h.sessions[s] = struct{}{}
 	h.mu.Unlock()
@@ -442,7 +443,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 // runs in the read loop; the loop goes on reading (pings go unanswered)
 // until the client's close message or the close linger.
 func (s *session) wsPing(data string) error {
-	if s.mux.isClosed() {
+	if s.mux.Closed() {
 		return nil
 	}
 	if !s.pings.allow() {
@@ -459,7 +460,7 @@ func (s *session) wsPing(data string) error {
 }
 
 func (s *session) close(code int, reason string) {
-	s.conn.setCloseStatus(code, reason)
+	s.conn.SetCloseStatus(code, reason)
 	s.mux.Close()
 }
 
@@ -481,12 +482,12 @@ func (s *session) serve() {
 		s.h.countClose(code)
 		s.log.Info("session closed", "code", code, "reason", reason)
 	}()
-	s.mux.run()
+	s.mux.Run()
 }
 
 // accept starts serving a stream the client opened; it runs in the read
 // loop, so it never blocks for long.
-func (s *session) accept(ms *muxStream) {
+func (s *session) accept(ms *mux.Stream) {
 	st := newStream(ms, s.local, s.peer, s.h.cfg.StreamCloseTimeout)
 	st.onReject = s.h.countReject
 	var refuse *Error

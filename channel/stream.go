@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
 // Stream is one yamux stream of a session, after its header line. It is a
@@ -16,7 +18,7 @@ import (
 // Read and Write may be called from two goroutines at once; Reset and
 // CloseWrite from any goroutine.
 type Stream struct {
-	sc     *muxStream
+	sc     *mux.Stream
 	local  net.Addr
 	remote net.Addr
 	// linger is how long Close waits for the peer's FIN before it resets.
@@ -60,7 +62,7 @@ func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(),
 		s.pre = nil
 		f(pre)
 	}
-	s.sc.readInline(f, end)
+	s.sc.ReadInline(f, end)
 	s.inline.Store(true)
 	var once sync.Once
 	return func() {
@@ -74,12 +76,12 @@ func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(),
 	}, nil
 }
 
-func newStream(sc *muxStream, local, remote net.Addr, linger time.Duration) *Stream {
+func newStream(sc *mux.Stream, local, remote net.Addr, linger time.Duration) *Stream {
 	return &Stream{sc: sc, local: local, remote: remote, linger: linger}
 }
 
 // ID returns the yamux stream id.
-func (s *Stream) ID() uint32 { return s.sc.id }
+func (s *Stream) ID() uint32 { return s.sc.ID() }
 
 // Read reads from the stream. It returns io.EOF once the peer half-closed and
 // everything before was read, and ErrStreamReset after a reset.

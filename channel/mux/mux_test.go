@@ -1,4 +1,4 @@
-package channel
+package mux
 
 import (
 	"bytes"
@@ -13,9 +13,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/signalchannel/signalchannel/internal/chunkio"
 )
 
-// fakeConn feeds a muxSession messages from a channel and records what it
+// fakeConn feeds a Session messages from a channel and records what it
 // writes, with no network in between.
 type fakeConn struct {
 	in    chan []byte
@@ -33,17 +35,17 @@ func newFakeConn() *fakeConn {
 	return &fakeConn{in: make(chan []byte, 64), wrote: make(chan struct{}, 1)}
 }
 
-func (c *fakeConn) nextMessage() (io.Reader, error) {
+func (c *fakeConn) NextMessage() (io.Reader, error) {
 	m, ok := <-c.in
 	if !ok {
 		return nil, io.ErrUnexpectedEOF
 	}
-	return &chunkReader{data: m, sizes: c.sizes}, nil
+	return &chunkio.Reader{Data: m, Sizes: c.sizes}, nil
 }
 
-func (c *fakeConn) readFailed(err error) error { return err }
+func (c *fakeConn) ReadFailed(err error) error { return err }
 
-func (c *fakeConn) writeFrame(f []byte) error {
+func (c *fakeConn) WriteFrame(f []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -57,7 +59,7 @@ func (c *fakeConn) writeFrame(f []byte) error {
 	return nil
 }
 
-func (c *fakeConn) setCloseStatus(code int, reason string) {
+func (c *fakeConn) SetCloseStatus(code int, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.code == 0 {
@@ -65,7 +67,7 @@ func (c *fakeConn) setCloseStatus(code int, reason string) {
 	}
 }
 
-func (c *fakeConn) fail(err error) error { c.Close(); return err }
+func (c *fakeConn) Fail(err error) error { c.Close(); return err }
 
 func (c *fakeConn) Close() error {
 	c.mu.Lock()
@@ -88,7 +90,7 @@ func (c *fakeConn) frames() [][]byte {
 }
 
 func frameOf(typ byte, flags uint16, id, length uint32, body []byte) []byte {
-	f := make([]byte, yamuxHeaderSize, yamuxHeaderSize+len(body))
+	f := make([]byte, headerSize, headerSize+len(body))
 	putHeader(f, typ, flags, id, length)
 	return append(f, body...)
 }
@@ -104,22 +106,22 @@ func parseOut(f []byte) header {
 	return header{f[1], binary.BigEndian.Uint16(f[2:4]), binary.BigEndian.Uint32(f[4:8]), binary.BigEndian.Uint32(f[8:12])}
 }
 
-// muxHarness runs a muxSession's read loop over a fakeConn.
+// muxHarness runs a Session's read loop over a fakeConn.
 type muxHarness struct {
 	t       *testing.T
 	c       *fakeConn
-	m       *muxSession
-	streams chan *muxStream
+	m       *Session
+	streams chan *Stream
 	ended   chan error
 }
 
-func startMux(t *testing.T, cfg muxConfig) *muxHarness {
-	h := &muxHarness{t: t, c: newFakeConn(), streams: make(chan *muxStream, 64), ended: make(chan error, 1)}
-	if cfg.onStream == nil {
-		cfg.onStream = func(s *muxStream) { h.streams <- s }
+func startMux(t *testing.T, cfg Config) *muxHarness {
+	h := &muxHarness{t: t, c: newFakeConn(), streams: make(chan *Stream, 64), ended: make(chan error, 1)}
+	if cfg.OnStream == nil {
+		cfg.OnStream = func(s *Stream) { h.streams <- s }
 	}
-	h.m = newMuxSession(h.c, cfg)
-	go func() { h.ended <- h.m.run() }()
+	h.m = New(h.c, cfg)
+	go func() { h.ended <- h.m.Run() }()
 	t.Cleanup(func() {
 		h.m.Close()
 		close(h.c.in)
@@ -130,7 +132,7 @@ func startMux(t *testing.T, cfg muxConfig) *muxHarness {
 
 func (h *muxHarness) send(frames ...[]byte) { h.c.in <- bytes.Join(frames, nil) }
 
-func (h *muxHarness) open(id uint32) *muxStream {
+func (h *muxHarness) open(id uint32) *Stream {
 	h.send(frameOf(typeWindowUpdate, flagSYN, id, 0, nil))
 	select {
 	case s := <-h.streams:
@@ -172,7 +174,7 @@ func (h *muxHarness) waitEnd() error {
 }
 
 func TestMuxAcksAndReadsWithWindowUpdates(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	h.waitFrame("ACK", func(f header) bool { return f.typ == typeWindowUpdate && f.flags == flagACK && f.id == 1 })
 	body := bytes.Repeat([]byte("x"), 200<<10)
@@ -187,9 +189,9 @@ func TestMuxAcksAndReadsWithWindowUpdates(t *testing.T) {
 		t.Fatalf("window update of %d, want %d", up.length, 200<<10)
 	}
 	// The whole window again is accepted...
-	full := make([]byte, streamWindow)
-	h.send(frameOf(typeData, 0, 1, streamWindow, full))
-	if _, err := io.ReadFull(s, make([]byte, streamWindow)); err != nil {
+	full := make([]byte, StreamWindow)
+	h.send(frameOf(typeData, 0, 1, StreamWindow, full))
+	if _, err := io.ReadFull(s, make([]byte, StreamWindow)); err != nil {
 		t.Fatal(err)
 	}
 	// ...and FIN ends reads with EOF.
@@ -200,10 +202,10 @@ func TestMuxAcksAndReadsWithWindowUpdates(t *testing.T) {
 }
 
 func TestMuxReceiveWindowEdge(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	h.open(1)
 	// Exactly the window is fine; one byte more is a violation.
-	h.send(frameOf(typeData, 0, 1, streamWindow-1, make([]byte, streamWindow-1)))
+	h.send(frameOf(typeData, 0, 1, StreamWindow-1, make([]byte, StreamWindow-1)))
 	h.send(frameOf(typeData, 0, 1, 1, []byte{1}))
 	h.send(frameOf(typeData, 0, 1, 1, []byte{2}))
 	err := h.waitEnd()
@@ -223,10 +225,10 @@ func TestMuxViolations(t *testing.T) {
 		{"stream opened twice", [][]byte{frameOf(typeWindowUpdate, flagSYN, 1, 0, nil), frameOf(typeData, flagSYN, 1, 0, nil)}, "twice"},
 		{"bad version", [][]byte{{1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}}, "version"},
 		{"bad type", [][]byte{frameOf(4, 0, 1, 0, nil)}, "type"},
-		{"data frame past the window", [][]byte{frameOf(typeData, flagSYN, 1, streamWindow+1, nil)}, "exceeds"},
+		{"data frame past the window", [][]byte{frameOf(typeData, flagSYN, 1, StreamWindow+1, nil)}, "exceeds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := startMux(t, muxConfig{})
+			h := startMux(t, Config{})
 			h.send(tc.frames...)
 			err := h.waitEnd()
 			code, reason, closed := h.c.status()
@@ -238,10 +240,10 @@ func TestMuxViolations(t *testing.T) {
 }
 
 func TestMuxWriteWaitsForWindow(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	s.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	msg := bytes.Repeat([]byte("y"), streamWindow+100<<10)
+	msg := bytes.Repeat([]byte("y"), StreamWindow+100<<10)
 	wrote := make(chan error, 1)
 	go func() { _, err := s.Write(msg); wrote <- err }()
 	sent := func() int {
@@ -254,7 +256,7 @@ func TestMuxWriteWaitsForWindow(t *testing.T) {
 		return n
 	}
 	h.waitFrame("data", func(f header) bool { return f.typ == typeData })
-	for sent() < streamWindow {
+	for sent() < StreamWindow {
 		<-h.c.wrote
 	}
 	select {
@@ -262,8 +264,8 @@ func TestMuxWriteWaitsForWindow(t *testing.T) {
 		t.Fatalf("write past the peer's window returned %v", err)
 	default:
 	}
-	if n := sent(); n != streamWindow {
-		t.Fatalf("sent %d bytes on a %d byte window", n, streamWindow)
+	if n := sent(); n != StreamWindow {
+		t.Fatalf("sent %d bytes on a %d byte window", n, StreamWindow)
 	}
 	h.send(frameOf(typeWindowUpdate, 0, 1, 100<<10, nil))
 	if err := <-wrote; err != nil {
@@ -280,7 +282,7 @@ func TestMuxWriteWaitsForWindow(t *testing.T) {
 }
 
 func TestMuxResetStopsData(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	if _, err := s.Write([]byte("before")); err != nil {
 		t.Fatal(err)
@@ -308,7 +310,7 @@ func TestMuxResetStopsData(t *testing.T) {
 }
 
 func TestMuxPeerResetWakesReader(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	read := make(chan error, 1)
 	go func() { _, err := s.Read(make([]byte, 1)); read <- err }()
@@ -319,13 +321,13 @@ func TestMuxPeerResetWakesReader(t *testing.T) {
 }
 
 func TestMuxSessionEnd(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	finished := h.open(1)
 	cut := h.open(3)
 	h.send(frameOf(typeData, flagFIN, 1, 2, []byte("ok")), frameOf(typeData, 0, 3, 4, []byte("part")))
 	// Both bodies are in before the session ends.
 	deadline := time.Now().Add(10 * time.Second)
-	for _, s := range []*muxStream{finished, cut} {
+	for _, s := range []*Stream{finished, cut} {
 		for !s.hasBuffered() {
 			if time.Now().After(deadline) {
 				t.Fatal("data not received")
@@ -334,7 +336,7 @@ func TestMuxSessionEnd(t *testing.T) {
 		}
 	}
 	h.m.Close()
-	for _, s := range []*muxStream{finished, cut} {
+	for _, s := range []*Stream{finished, cut} {
 		select {
 		case <-s.Done():
 		case <-time.After(10 * time.Second):
@@ -354,7 +356,7 @@ func TestMuxSessionEnd(t *testing.T) {
 }
 
 func TestMuxGoAwayResetsNewStreams(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	h.open(1)
 	h.m.GoAway()
 	h.send(frameOf(typeWindowUpdate, flagSYN, 3, 0, nil))
@@ -368,7 +370,7 @@ func TestMuxGoAwayResetsNewStreams(t *testing.T) {
 
 func TestMuxPings(t *testing.T) {
 	allowed := 2
-	h := startMux(t, muxConfig{onPing: func() bool { allowed--; return allowed >= 0 }})
+	h := startMux(t, Config{OnPing: func() bool { allowed--; return allowed >= 0 }})
 	h.send(frameOf(typePing, flagSYN, 0, 77, nil))
 	h.waitFrame("ping answer", func(f header) bool { return f.typ == typePing && f.flags == flagACK && f.length == 77 })
 	h.send(frameOf(typePing, flagSYN, 0, 1, nil), frameOf(typePing, flagSYN, 0, 2, nil))
@@ -379,7 +381,7 @@ func TestMuxPings(t *testing.T) {
 }
 
 func TestMuxKeepalive(t *testing.T) {
-	h := startMux(t, muxConfig{keepAlive: 5 * time.Millisecond, pingTimeout: 50 * time.Millisecond})
+	h := startMux(t, Config{KeepAlive: 5 * time.Millisecond, PingTimeout: 50 * time.Millisecond})
 	// Answered pings keep the session: three of them.
 	answered := map[uint32]bool{}
 	deadline := time.Now().Add(10 * time.Second)
@@ -395,7 +397,7 @@ func TestMuxKeepalive(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if h.m.isClosed() {
+	if h.m.Closed() {
 		t.Fatal("session with answered pings ended")
 	}
 	if len(answered) < 3 {
@@ -403,7 +405,7 @@ func TestMuxKeepalive(t *testing.T) {
 	}
 	// Unanswered, the session ends.
 	deadline = time.Now().Add(10 * time.Second)
-	for !h.m.isClosed() {
+	for !h.m.Closed() {
 		if time.Now().After(deadline) {
 			t.Fatal("unanswered keepalive kept the session")
 		}
@@ -426,11 +428,11 @@ func FuzzMux(f *testing.F) {
 	f.Add(good, []byte{0, 11, 2}, []byte{30, 200})
 	f.Add(frameOf(typeWindowUpdate, flagSYN, 2, 0, nil), []byte{5}, []byte{})
 	f.Add(frameOf(9, 0, 1, 0, nil), []byte{}, []byte{1})
-	f.Add(frameOf(typeData, flagSYN, 1, streamWindow+1, nil), []byte{1}, []byte{3})
+	f.Add(frameOf(typeData, flagSYN, 1, StreamWindow+1, nil), []byte{1}, []byte{3})
 	f.Fuzz(func(t *testing.T, data, sizes, cuts []byte) {
 		c := fuzzConn(data, sizes, cuts)
 		var opened []uint32
-		m := newMuxSession(c, muxConfig{onStream: func(s *muxStream) { opened = append(opened, s.id) }})
+		m := New(c, Config{OnStream: func(s *Stream) { opened = append(opened, s.id) }})
 		err := runToEnd(t, m)
 
 		ref := referenceRead(data, false, map[uint32]int64{})
@@ -453,7 +455,7 @@ func FuzzMux(f *testing.F) {
 				t.Fatalf("acks %v for %v, pongs %v for %v", acks, wantOpen, pongs, pings)
 			}
 		}
-		if !m.isClosed() {
+		if !m.Closed() {
 			t.Fatal("session not ended")
 		}
 	})
@@ -474,18 +476,18 @@ func FuzzMuxClient(f *testing.F) {
 	good = append(good, frameOf(typeGoAway, 0, 0, 0, nil)...)
 	f.Add(good, []byte{0, 11, 2}, []byte{30, 200})
 	f.Add(frameOf(typeWindowUpdate, flagSYN, 7, 0, nil), []byte{5}, []byte{})
-	f.Add(frameOf(typeData, 0, 3, streamWindow, make([]byte, 100)), []byte{}, []byte{1})
-	f.Add(frameOf(typeData, 0, 1, streamWindow+1, nil), []byte{1}, []byte{3})
+	f.Add(frameOf(typeData, 0, 3, StreamWindow, make([]byte, 100)), []byte{}, []byte{1})
+	f.Add(frameOf(typeData, 0, 1, StreamWindow+1, nil), []byte{1}, []byte{3})
 	f.Fuzz(func(t *testing.T, data, sizes, cuts []byte) {
 		c := fuzzConn(data, sizes, cuts)
-		m := newMuxSession(c, muxConfig{client: true})
+		m := New(c, Config{Client: true})
 		credit := map[uint32]int64{} // open streams and their receive credit
 		for _, want := range []uint32{1, 3, 5} {
 			st, err := m.OpenStream()
 			if err != nil || st.id != want {
 				t.Fatalf("OpenStream: stream %v, %v; want %d", st, err, want)
 			}
-			credit[want] = streamWindow
+			credit[want] = StreamWindow
 		}
 		err := runToEnd(t, m)
 
@@ -514,7 +516,7 @@ func FuzzMuxClient(f *testing.F) {
 				t.Fatalf("go-away seen %v, want %v", sawGoAway, goAway)
 			}
 		}
-		if !m.isClosed() {
+		if !m.Closed() {
 			t.Fatal("session not ended")
 		}
 		if _, err := m.OpenStream(); !errors.Is(err, net.ErrClosed) {
@@ -534,13 +536,13 @@ type reference struct {
 // referenceRead reads the frames in data as the spec says, for a session of
 // the given role whose open streams have the receive credit in credit.
 func referenceRead(data []byte, client bool, credit map[uint32]int64) (r reference) {
-	for p := 0; p+yamuxHeaderSize <= len(data); {
+	for p := 0; p+headerSize <= len(data); {
 		hd := parseOut(data[p:])
 		if !validHeader(data[p:]) {
 			r.violation = true
 			return r
 		}
-		p += yamuxHeaderSize
+		p += headerSize
 		switch hd.typ {
 		case typePing:
 			if hd.flags&flagSYN != 0 {
@@ -557,7 +559,7 @@ func referenceRead(data []byte, client bool, credit map[uint32]int64) (r referen
 				return r
 			}
 			if !client {
-				credit[hd.id] = streamWindow
+				credit[hd.id] = StreamWindow
 			}
 			r.syns = append(r.syns, hd.id)
 		}
@@ -602,9 +604,9 @@ func fuzzConn(data, sizes, cuts []byte) *fakeConn {
 
 // runToEnd runs m's read loop over a fuzzConn, which ends, and fails the
 // test if it hangs.
-func runToEnd(t *testing.T, m *muxSession) error {
+func runToEnd(t *testing.T, m *Session) error {
 	ran := make(chan error, 1)
-	go func() { ran <- m.run() }()
+	go func() { ran <- m.Run() }()
 	select {
 	case err := <-ran:
 		return err
@@ -618,7 +620,7 @@ func runToEnd(t *testing.T, m *muxSession) error {
 // validHeader is the reference check of a frame header on its own.
 func validHeader(h []byte) bool {
 	hd := parseOut(h)
-	return h[0] == yamuxVersion && hd.typ <= typeGoAway && (hd.typ != typeData || hd.length <= streamWindow)
+	return h[0] == protoVersion && hd.typ <= typeGoAway && (hd.typ != typeData || hd.length <= StreamWindow)
 }
 
 // checkViolation compares how the session ended with the reference reading.
@@ -645,16 +647,16 @@ func equalIDs(a, b []uint32) bool {
 	return true
 }
 
-func (s *muxStream) hasBuffered() bool {
+func (s *Stream) hasBuffered() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buffered > 0
 }
 
-// TestMuxReadInlineDrainsFirst: what was buffered before readInline goes
+// TestMuxReadInlineDrainsFirst: what was buffered before ReadInline goes
 // to f first, then what arrives after, then end once; credit comes back.
 func TestMuxReadInlineDrainsFirst(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	first := bytes.Repeat([]byte("a"), 150<<10)
 	h.send(frameOf(typeData, 0, 1, uint32(len(first)), first))
@@ -669,7 +671,7 @@ func TestMuxReadInlineDrainsFirst(t *testing.T) {
 	var got []byte
 	var ends []error
 	ended := make(chan struct{})
-	s.readInline(func(p []byte) {
+	s.ReadInline(func(p []byte) {
 		mu.Lock()
 		got = append(got, p...)
 		mu.Unlock()
@@ -698,10 +700,10 @@ func TestMuxReadInlineDrainsFirst(t *testing.T) {
 	}
 }
 
-// TestMuxReadInlineAfterFIN: a stream that had ended before readInline is
+// TestMuxReadInlineAfterFIN: a stream that had ended before ReadInline is
 // drained, then ended by the call itself.
 func TestMuxReadInlineAfterFIN(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	h.send(frameOf(typeData, flagFIN, 1, 3, []byte("end")))
 	deadline := time.Now().Add(10 * time.Second)
@@ -713,7 +715,7 @@ func TestMuxReadInlineAfterFIN(t *testing.T) {
 	}
 	var got []byte
 	var ends []error
-	s.readInline(func(p []byte) { got = append(got, p...) }, func(err error) { ends = append(ends, err) })
+	s.ReadInline(func(p []byte) { got = append(got, p...) }, func(err error) { ends = append(ends, err) })
 	if string(got) != "end" || len(ends) != 1 || ends[0] != io.EOF {
 		t.Fatalf("got %q, ends %v", got, ends)
 	}
@@ -724,23 +726,23 @@ func TestMuxReadInlineAfterFIN(t *testing.T) {
 // reader starts before or after the read loop has ended.
 func TestMuxReadInlineAfterClose(t *testing.T) {
 	const n = 20000
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	go func() {
 		for i := range n {
 			h.send(frameOf(typeWindowUpdate, flagSYN, uint32(2*i+1), 0, nil))
 		}
 	}()
-	streams := make([]*muxStream, 0, n)
+	streams := make([]*Stream, 0, n)
 	for len(streams) < n {
 		streams = append(streams, <-h.streams)
 	}
 	var ends atomic.Int64
 	for _, s := range streams[:n/4] { // before the close
-		s.readInline(func([]byte) {}, func(error) { ends.Add(1) })
+		s.ReadInline(func([]byte) {}, func(error) { ends.Add(1) })
 	}
 	go h.m.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for !h.m.isClosed() {
+	for !h.m.Closed() {
 		if time.Now().After(deadline) {
 			t.Fatal("not closed")
 		}
@@ -751,7 +753,7 @@ func TestMuxReadInlineAfterClose(t *testing.T) {
 	h.send(frameOf(typePing, flagSYN, 0, 1, nil))
 	h.waitEnd()
 	for i := n - 1; i >= n/4; i-- {
-		streams[i].readInline(func([]byte) {}, func(error) { ends.Add(1) })
+		streams[i].ReadInline(func([]byte) {}, func(error) { ends.Add(1) })
 	}
 	if got := ends.Load(); got != n {
 		t.Fatalf("end called for %d of %d inline streams", got, n)
@@ -761,7 +763,7 @@ func TestMuxReadInlineAfterClose(t *testing.T) {
 // TestMuxInlineNoDataAfterEnd: a body the read loop was in the middle of
 // when the session closed does not reach an inline reader after its end.
 func TestMuxInlineNoDataAfterEnd(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	body := make([]byte, 100)
 	f := frameOf(typeData, 0, 1, uint32(len(body)), body)
@@ -782,7 +784,7 @@ func TestMuxInlineNoDataAfterEnd(t *testing.T) {
 	h.m.Close()
 	var ended atomic.Bool
 	var after atomic.Int64
-	s.readInline(func(p []byte) {
+	s.ReadInline(func(p []byte) {
 		if ended.Load() {
 			after.Add(int64(len(p)))
 		}
@@ -797,10 +799,10 @@ func TestMuxInlineNoDataAfterEnd(t *testing.T) {
 // TestMuxTinyFramesShareBuffers: a window's worth of one-byte frames is
 // held in buffers of 8 KiB, not a buffer per frame.
 func TestMuxTinyFramesShareBuffers(t *testing.T) {
-	h := startMux(t, muxConfig{})
+	h := startMux(t, Config{})
 	s := h.open(1)
 	const per = 4096 // frames per message
-	for sent := 0; sent < streamWindow; sent += per {
+	for sent := 0; sent < StreamWindow; sent += per {
 		var msg []byte
 		for range per {
 			msg = append(msg, frameOf(typeData, 0, 1, 1, []byte{'x'})...)
@@ -812,8 +814,8 @@ func TestMuxTinyFramesShareBuffers(t *testing.T) {
 		s.mu.Lock()
 		buffered, chunks := s.buffered, len(s.recv)
 		s.mu.Unlock()
-		if buffered == streamWindow {
-			if max := streamWindow/tailBuf + 1; chunks > max {
+		if buffered == StreamWindow {
+			if max := StreamWindow/tailBuf + 1; chunks > max {
 				t.Fatalf("%d buffers hold %d bytes, want at most %d", chunks, buffered, max)
 			}
 			break
@@ -823,8 +825,8 @@ func TestMuxTinyFramesShareBuffers(t *testing.T) {
 		}
 		<-time.After(time.Millisecond)
 	}
-	got, err := io.ReadAll(io.LimitReader(s, streamWindow))
-	if err != nil || len(got) != streamWindow || bytes.Count(got, []byte{'x'}) != streamWindow {
+	got, err := io.ReadAll(io.LimitReader(s, StreamWindow))
+	if err != nil || len(got) != StreamWindow || bytes.Count(got, []byte{'x'}) != StreamWindow {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 }

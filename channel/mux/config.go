@@ -1,0 +1,31 @@
+package mux
+
+import (
+	"io"
+	"time"
+)
+
+// Conn is the message transport under a Session: wsConn, or a fake in
+// tests and fuzzing.
+type Conn interface {
+	// NextMessage returns a reader for the next binary message.
+	NextMessage() (io.Reader, error)
+	// ReadFailed records an error from a message reader and ends reading.
+	ReadFailed(err error) error
+	// WriteFrame sends one whole frame as one message.
+	WriteFrame(frame []byte) error
+	SetCloseStatus(code int, reason string)
+	// fail closes with the status set and discards input until the peer's
+	// close or a deadline, then returns err.
+	Fail(err error) error
+	Close() error
+}
+
+// Config tunes a Session.
+type Config struct {
+	Client      bool          // the client role: opens odd stream ids
+	KeepAlive   time.Duration // between keepalive pings; 0 disables them
+	PingTimeout time.Duration // for a keepalive ping's answer
+	OnPing      func() bool   // per ping the peer sends; false closes with 4400
+	OnStream    func(*Stream) // per stream the peer opens, in the read loop; nil resets them
+}
