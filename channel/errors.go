@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/gorilla/websocket"
 	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
@@ -96,3 +97,16 @@ func (c Code) Permanent() bool {
 	}
 	return false
 }
+
+// WebSocket close codes of PROTOCOL.md section 6.
+const (
+	CloseNormal        = websocket.CloseNormalClosure   // 1000
+	CloseGoingAway     = websocket.CloseGoingAway       // 1001
+	CloseUnsupported   = websocket.CloseUnsupportedData // 1003
+	CloseProtocolError = mux.CloseProtocolError         // 4400
+	CloseUnauthorized  = 4401
+	CloseLimit         = 4429
+
+	// CloseTryAgainLater is RFC 6455's 1013: a server overloaded for now.
+	CloseTryAgainLater = websocket.CloseTryAgainLater
+)

@@ -50,8 +50,8 @@ func AppendFrame(dst, p []byte) []byte {
 // one, and then the server half-closes the stream (PROTOCOL.md section 8).
 const ErrorRecordPrefix = 0xFFFFFFFF
 
-// maxErrorRecordLine bounds an error record's line, newline included.
-const maxErrorRecordLine = 16 << 10
+// MaxErrorRecordLine bounds an error record's line, newline included.
+const MaxErrorRecordLine = 16 << 10
 
 // AppendErrorRecord appends an error record carrying e to dst.
 func AppendErrorRecord(dst []byte, e *Error) []byte {
@@ -59,16 +59,16 @@ func AppendErrorRecord(dst []byte, e *Error) []byte {
 	return model.AppendError(dst, string(e.Code), e.Message)
 }
 
-// readErrorRecord reads the line that follows an error record's prefix
+// ReadErrorRecord reads the line that follows an error record's prefix
 // and returns its error object as an *Error; a line that is not one is
 // ErrBadReply.
-func readErrorRecord(r io.Reader) error {
-	line, _, err := readLine(r, maxErrorRecordLine)
+func ReadErrorRecord(r io.Reader) error {
+	line, _, err := ReadLine(r, MaxErrorRecordLine)
 	switch {
 	case err == io.EOF:
 		return io.ErrUnexpectedEOF
-	case errors.Is(err, errLineTooLong):
-		return fmt.Errorf("%w: error record longer than %d bytes", ErrBadReply, maxErrorRecordLine)
+	case errors.Is(err, ErrLineTooLong):
+		return fmt.Errorf("%w: error record longer than %d bytes", ErrBadReply, MaxErrorRecordLine)
 	case err != nil:
 		return err
 	}

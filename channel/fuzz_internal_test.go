@@ -28,7 +28,7 @@ func FuzzHeader(f *testing.F) {
 		f.Add([]byte(seed), []byte{0, 3, 200})
 	}
 	f.Fuzz(func(t *testing.T, data, sizes []byte) {
-		line, rest, err := readLine(&chunkio.Reader{Data: data, Sizes: sizes}, MaxHeaderBytes)
+		line, rest, err := ReadLine(&chunkio.Reader{Data: data, Sizes: sizes}, MaxHeaderBytes)
 		nl := bytes.IndexByte(data, '\n')
 		switch {
 		case nl >= 0 && nl < MaxHeaderBytes:
@@ -40,7 +40,7 @@ func FuzzHeader(f *testing.F) {
 				t.Fatalf("rest %q is not what followed the line", rest)
 			}
 		case len(data) >= MaxHeaderBytes:
-			if !errors.Is(err, errLineTooLong) {
+			if !errors.Is(err, ErrLineTooLong) {
 				t.Fatalf("%d bytes without newline: %v", len(data), err)
 			}
 			return

@@ -9,6 +9,10 @@ import (
 )
 
 // Protocol limits of PROTOCOL.md section 2.
+// Subprotocol is the WebSocket subprotocol of PROTOCOL.md: a client offers
+// it, the server selects it when offered.
+const Subprotocol = "signalchannel.v1"
+
 const (
 	// MaxHeaderBytes is the longest header line, newline included.
 	MaxHeaderBytes = 4096
@@ -88,7 +92,7 @@ func ParseHeader(line []byte, knownEndpoint func(string) bool) (Header, *Error) 
 		known = isProtocolEndpoint
 	}
 	if !known(h.Endpoint) {
-		return h, Errorf(CodeUnknownEndpoint, "unknown endpoint %q: use \"echo\", \"scuttlebutt\" or \"relay\"", clip(h.Endpoint))
+		return h, Errorf(CodeUnknownEndpoint, "unknown endpoint %q: use \"echo\", \"scuttlebutt\" or \"relay\"", Clip(h.Endpoint))
 	}
 	if msg := checkName("namespace", h.Namespace, MaxNamespaceBytes); msg != "" {
 		return h, Errorf(CodeBadNamespace, "%s", msg)
@@ -145,8 +149,8 @@ func jsonKind(field string) string {
 	return "string"
 }
 
-// clip shortens a client-supplied string for an error message.
-func clip(s string) string {
+// Clip shortens a client-supplied string for an error message.
+func Clip(s string) string {
 	if len(s) <= 64 {
 		return s
 	}
@@ -164,9 +168,9 @@ type errorReply struct {
 	Error *Error `json:"error"`
 }
 
-// encodeReply returns `{"ok":true,...fields}\n`. fields must marshal to a
+// EncodeReply returns the success reply line `{"ok":true,...fields}\n`. fields must marshal to a
 // JSON object, or be nil.
-func encodeReply(fields any) ([]byte, error) {
+func EncodeReply(fields any) ([]byte, error) {
 	if fields == nil {
 		return []byte("{\"ok\":true}\n"), nil
 	}
@@ -186,7 +190,8 @@ func encodeReply(fields any) ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-func encodeError(e *Error) []byte {
+// EncodeError returns the failure reply line carrying e.
+func EncodeError(e *Error) []byte {
 	b, _ := json.Marshal(errorReply{OK: false, Error: e})
 	return append(b, '\n')
 }
@@ -216,7 +221,9 @@ type RelayLimit struct {
 	Seconds int64 `json:"seconds"`
 }
 
-func parseReply(line []byte) (Reply, error) {
+// ParseReply parses a reply line (without its newline): a failure reply
+// is returned as its *Error, a line that is not a reply as ErrBadReply.
+func ParseReply(line []byte) (Reply, error) {
 	var r Reply
 	if err := json.Unmarshal(line, &r); err != nil {
 		return r, fmt.Errorf("%w: %v", ErrBadReply, err)

@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
@@ -54,7 +55,7 @@ func benchEcho(b *testing.B, via string, members int) {
 			urls = append(urls, n.srv.URL)
 		}
 	}
-	var es []*channel.Echo
+	var es []*client.Echo
 	for i := 0; i < members; i++ {
 		e, err := sctest.Dial(b, urls[i%len(urls)]).Echo(sctest.Ctx(b), "bench")
 		if err != nil {

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
@@ -20,7 +21,7 @@ import (
 // in arrival order.
 type echoMember struct {
 	name string
-	e    *channel.Echo
+	e    *client.Echo
 
 	mu    sync.Mutex
 	pings map[string]bool

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/server"
+
 	"go.uber.org/goleak"
 
 	"github.com/signalchannel/signalchannel/channel"
@@ -132,7 +134,7 @@ func newTestNode(t testing.TB, cfg Config, o clusterOptions) *testNode {
 	t.Cleanup(rel.Close)
 	tn.srv = sctest.NewServer(t, sctest.Options{
 		Echo: endpoints.EchoConfig{Broker: tn.broker},
-		Register: func(h *channel.Handler) {
+		Register: func(h *server.Handler) {
 			h.Handle(channel.EndpointScuttlebutt, tn.sb)
 			h.Handle(channel.EndpointRelay, rel)
 		},

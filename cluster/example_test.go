@@ -4,6 +4,8 @@ import (
 	"log"
 	"net/http"
 
+	"github.com/signalchannel/signalchannel/channel/server"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/cluster"
 	"github.com/signalchannel/signalchannel/endpoints"
@@ -37,7 +39,7 @@ func Example() {
 	}
 	defer pairer.Close()
 
-	h, err := channel.NewHandler(channel.DefaultConfig())
+	h, err := server.NewHandler(server.DefaultConfig())
 	if err != nil {
 		log.Fatal(err)
 	}

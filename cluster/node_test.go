@@ -9,14 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
 // ephemeralReplica joins ns as an ephemeral member and waits until the
 // node's link has learnt its replica id from the scuttlebutt endpoint
 // (ReplicaLink.EphemeralOpen).
-func ephemeralReplica(t testing.TB, n *testNode, ns string) *channel.Replica {
+func ephemeralReplica(t testing.TB, n *testNode, ns string) *client.Replica {
 	t.Helper()
 	r := replica(t, n.srv.URL, ns, true)
 	id := r.Model().ID()
@@ -119,7 +120,7 @@ func TestNodeLoss(t *testing.T) {
 	}
 	// A client of node 2 that knows the other servers: when node 2 goes it
 	// moves to one of them and rejoins its namespace there.
-	roamer, err := channel.Connect(sctest.Ctx(t), channel.ReconnectOptions{
+	roamer, err := client.Reconnect(sctest.Ctx(t), client.ReconnectOptions{
 		URLs:       []string{nodes[2].srv.URL, nodes[0].srv.URL},
 		MinBackoff: 10 * time.Millisecond,
 	})

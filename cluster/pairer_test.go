@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 	"github.com/signalchannel/signalchannel/relay"
@@ -19,7 +21,7 @@ import (
 const readTimeout = 10 * time.Second
 
 type relayResult struct {
-	c   *channel.RelayConn
+	c   *client.RelayConn
 	err error
 }
 
@@ -37,7 +39,7 @@ func relayGo(t testing.TB, url, ns, local, remote string) <-chan relayResult {
 	return ch
 }
 
-func relayWait(t testing.TB, ch <-chan relayResult) (*channel.RelayConn, error) {
+func relayWait(t testing.TB, ch <-chan relayResult) (*client.RelayConn, error) {
 	t.Helper()
 	select {
 	case r := <-ch:
@@ -51,7 +53,7 @@ func relayWait(t testing.TB, ch <-chan relayResult) (*channel.RelayConn, error) 
 	}
 }
 
-func mustPair(t testing.TB, ch <-chan relayResult) *channel.RelayConn {
+func mustPair(t testing.TB, ch <-chan relayResult) *client.RelayConn {
 	t.Helper()
 	c, err := relayWait(t, ch)
 	if err != nil {
@@ -127,7 +129,7 @@ func TestPairerAcrossNodes(t *testing.T) {
 				return nil
 			})
 		}
-		for _, c := range []*channel.RelayConn{ca, cb} {
+		for _, c := range []*client.RelayConn{ca, cb} {
 			select {
 			case <-c.Done():
 				t.Fatal("a pair closed by both sides was reset")
@@ -252,7 +254,7 @@ func TestPairerExactlyOnceUnderRaces(t *testing.T) {
 	}
 	close(start)
 	for i, ss := range sides {
-		var conns []*channel.RelayConn
+		var conns []*client.RelayConn
 		var toks [][2]string
 		conflicts := 0
 		for _, sd := range ss {
@@ -302,7 +304,7 @@ func TestPairerLargeTransfer(t *testing.T) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	sums := make([][2][]byte, 2) // [sent, received] per side
-	for i, c := range []*channel.RelayConn{a, b} {
+	for i, c := range []*client.RelayConn{a, b} {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

@@ -9,18 +9,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 	"github.com/signalchannel/signalchannel/model"
 )
 
 // replica joins ns on the server at url with a client Model of its own.
-func replica(t testing.TB, url, ns string, ephemeral bool) *channel.Replica {
+func replica(t testing.TB, url, ns string, ephemeral bool) *client.Replica {
 	t.Helper()
 	m := model.New(model.Options{SilentExpiry: true})
 	t.Cleanup(func() { m.Close() })
-	r, err := sctest.Dial(t, url).Replicate(sctest.Ctx(t), ns, m, channel.ReplicateOptions{Ephemeral: ephemeral})
+	r, err := sctest.Dial(t, url).Replicate(sctest.Ctx(t), ns, m, client.ReplicateOptions{Ephemeral: ephemeral})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func keysOf(snap map[string]json.RawMessage) map[string]string {
 
 // waitConverged waits until every node's replica of ns and every client
 // model holds exactly want.
-func waitConverged(t testing.TB, nodes []*testNode, clients []*channel.Replica, ns string, want map[string]string, within time.Duration) {
+func waitConverged(t testing.TB, nodes []*testNode, clients []*client.Replica, ns string, want map[string]string, within time.Duration) {
 	t.Helper()
 	sctest.WaitFor(t, within, func() error {
 		for _, n := range nodes {
@@ -65,7 +66,7 @@ func waitConverged(t testing.TB, nodes []*testNode, clients []*channel.Replica, 
 func TestReplicaConverges(t *testing.T) {
 	nodes := newCluster(t, urlsOf(startNATS(t, 3)), clusterOptions{})
 	const ns = "presence"
-	var clients []*channel.Replica
+	var clients []*client.Replica
 	for _, n := range nodes {
 		clients = append(clients, replica(t, n.srv.URL, ns, false))
 	}
@@ -118,18 +119,18 @@ func TestReplicaLateNodeSyncs(t *testing.T) {
 	if err := b.Model().Set("w", 4); err != nil {
 		t.Fatal(err)
 	}
-	waitConverged(t, nodes[:2], []*channel.Replica{a, b}, ns, map[string]string{"x": "1", "y": "2", "z": "3", "w": "4"}, 5*time.Second)
+	waitConverged(t, nodes[:2], []*client.Replica{a, b}, ns, map[string]string{"x": "1", "y": "2", "z": "3", "w": "4"}, 5*time.Second)
 	if err := b.Model().Delete("y"); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{"x": "1", "z": "3", "w": "4"}
-	waitConverged(t, nodes[:2], []*channel.Replica{a, b}, ns, want, 5*time.Second)
+	waitConverged(t, nodes[:2], []*client.Replica{a, b}, ns, want, 5*time.Second)
 	if _, ok := nodes[2].sb.Snapshot(ns); ok {
 		t.Fatal("node 2 has the namespace before any member joined it")
 	}
 
 	c := replica(t, nodes[2].srv.URL, ns, false)
-	waitConverged(t, nodes, []*channel.Replica{a, b, c}, ns, want, 5*time.Second)
+	waitConverged(t, nodes, []*client.Replica{a, b, c}, ns, want, 5*time.Second)
 	// The deletion of y reached node 2 as a record too.
 	var deleted bool
 	for _, u := range nodes[2].link.get(ns).m.History(nil) {
@@ -146,7 +147,7 @@ func TestReplicaExpiryConverges(t *testing.T) {
 	sb := endpoints.ScuttlebuttConfig{MaxAge: 1500 * time.Millisecond, SweepInterval: 50 * time.Millisecond}
 	nodes := newCluster(t, urlsOf(startNATS(t, 3)), clusterOptions{sb: sb})
 	const ns = "expiring"
-	var clients []*channel.Replica
+	var clients []*client.Replica
 	for _, n := range nodes {
 		clients = append(clients, replica(t, n.srv.URL, ns, false))
 	}

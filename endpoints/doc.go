@@ -1,6 +1,6 @@
 // Package endpoints holds the stream handlers of signalchannel: echo
 // (broadcast namespaces), scuttlebutt (an expiring gossip model) and relay
-// (token-paired pipes). Each implements channel.Endpoint and shares state
+// (token-paired pipes). Each implements server.Endpoint and shares state
 // per namespace through the small interfaces it consumes (Broker for echo),
 // so an implementation that spans several servers can plug in.
 //

@@ -3,6 +3,7 @@ package endpoints
 import (
 	"context"
 	"errors"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"sync"
@@ -84,7 +85,7 @@ func (e *Echo) Counters() EchoCounters {
 	}
 }
 
-var _ channel.Endpoint = (*Echo)(nil)
+var _ server.Endpoint = (*Echo)(nil)
 
 // NewEcho returns the echo endpoint.
 func NewEcho(cfg EchoConfig) *Echo {
@@ -128,13 +129,13 @@ type echoReply struct {
 	MaxFrame int `json:"maxFrame"`
 }
 
-// ServeStream implements channel.Endpoint. The member's frames are read
-// inline by the session (channel.Stream.ReadInline) and published as they
+// ServeStream implements server.Endpoint. The member's frames are read
+// inline by the session (server.Stream.ReadInline) and published as they
 // arrive; the namespace's frames are written to the member by a writer
 // goroutine that runs only while some are queued. So an idle member holds
 // no goroutine: ServeStream returns once the member has joined, and the
 // member's last writer ends the stream's service.
-func (e *Echo) ServeStream(ctx context.Context, s *channel.Stream, req *channel.Request) {
+func (e *Echo) ServeStream(ctx context.Context, s *server.Stream, req *server.Request) {
 	ns := req.Header.Namespace
 	m := newMember(s, e.cfg.QueueBytes, &e.count)
 	unsubscribe, err := e.broker.Subscribe(ns, m)
@@ -254,7 +255,7 @@ func (in *memberInput) stop(st memberState) {
 // queue has a running writer. At most one writer runs at a time, which
 // keeps the member's frames in the order they were queued.
 type member struct {
-	s     *channel.Stream
+	s     *server.Stream
 	limit int
 	count *echoCounters
 
@@ -284,7 +285,7 @@ const (
 	memberGone                  // stream already reset or session over
 )
 
-func newMember(s *channel.Stream, limit int, count *echoCounters) *member {
+func newMember(s *server.Stream, limit int, count *echoCounters) *member {
 	return &member{s: s, limit: limit, count: count, leave: func() {}}
 }
 
@@ -359,7 +360,7 @@ func (m *member) refuse(record []byte) {
 
 // refusalTimeout bounds the writes to a refused member: the server's
 // default write timeout.
-const refusalTimeout = channel.DefaultWriteTimeout
+const refusalTimeout = server.DefaultWriteTimeout
 
 func (m *member) abort() {
 	m.setState(memberAborted)

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
+
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
@@ -30,10 +32,10 @@ func BenchmarkEchoFanout(b *testing.B) {
 
 func benchFanout(b *testing.B, members, size int) {
 	const perSession = 50
-	ts := sctest.NewServer(b, sctest.Options{Channel: channel.Config{MaxStreams: perSession + 1}})
+	ts := sctest.NewServer(b, sctest.Options{Channel: server.Config{MaxStreams: perSession + 1}})
 	var (
-		sessions []*channel.Session
-		echoes   []*channel.Echo
+		sessions []*client.Session
+		echoes   []*client.Echo
 	)
 	for i := 0; i < members; i++ {
 		if i%perSession == 0 {

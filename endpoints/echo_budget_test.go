@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
@@ -31,7 +33,7 @@ type received struct {
 // kept), an error, or, with marker nil, the first error. With rate > 0 it
 // reads at most rate bytes per second, as a client that does something
 // with each frame does.
-func collect(e *channel.Echo, marker []byte, rate int) <-chan received {
+func collect(e *client.Echo, marker []byte, rate int) <-chan received {
 	out := make(chan received, 1)
 	go func() {
 		var r received
@@ -82,7 +84,7 @@ const refusalWait = 20 * time.Second
 func publishPastBudget(t *testing.T, ts *sctest.Server, frames, size int, pace time.Duration, msg string) {
 	const ns = "budget"
 	writer := join(t, sctest.Dial(t, ts.URL), ns)
-	var readers []*channel.Echo
+	var readers []*client.Echo
 	for range 3 {
 		readers = append(readers, join(t, sctest.Dial(t, ts.URL), ns))
 	}
@@ -198,7 +200,7 @@ func TestEchoPublishBudgetEdge(t *testing.T) {
 	if _, err := exact.Stream().Write(two(burst - 60004 - 4)); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []*channel.Echo{reader, exact} {
+	for _, m := range []*client.Echo{reader, exact} {
 		got := recvN(t, m, 2)
 		if !bytes.Equal(got[0], first) || len(got[1]) != burst-60004-4 {
 			t.Fatal("the frames of exactly the burst did not pass whole")

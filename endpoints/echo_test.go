@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
-func join(t testing.TB, s *channel.Session, ns string) *channel.Echo {
+func join(t testing.TB, s *client.Session, ns string) *client.Echo {
 	t.Helper()
 	e, err := s.Echo(sctest.Ctx(t), ns)
 	if err != nil {
@@ -28,7 +30,7 @@ func join(t testing.TB, s *channel.Session, ns string) *channel.Echo {
 	return e
 }
 
-func recvN(t testing.TB, e *channel.Echo, n int) [][]byte {
+func recvN(t testing.TB, e *client.Echo, n int) [][]byte {
 	t.Helper()
 	out := make([][]byte, 0, n)
 	for len(out) < n {
@@ -55,7 +57,7 @@ func waitStats(t testing.TB, ts *sctest.Server, want endpoints.BrokerStats) {
 // unchanged; also the reply carries maxFrame.
 func TestEchoDeliversToEveryMember(t *testing.T) {
 	ts := sctest.NewServer(t, sctest.Options{})
-	var members []*channel.Echo
+	var members []*client.Echo
 	for i := 0; i < 5; i++ {
 		members = append(members, join(t, sctest.Dial(t, ts.URL), "room"))
 	}
@@ -84,7 +86,7 @@ func TestEchoDeliversToEveryMember(t *testing.T) {
 func TestEchoConcurrentWritersOneOrder(t *testing.T) {
 	const writers, perWriter = 50, 20
 	ts := sctest.NewServer(t, sctest.Options{})
-	var members []*channel.Echo
+	var members []*client.Echo
 	for i := 0; i < writers; i++ {
 		members = append(members, join(t, sctest.Dial(t, ts.URL), "busy"))
 	}
@@ -379,7 +381,7 @@ func waitWriters(t testing.TB, want int) {
 func TestEchoIdleMembersHaveNoWriter(t *testing.T) {
 	const n = 20
 	ts := sctest.NewServer(t, sctest.Options{})
-	var members []*channel.Echo
+	var members []*client.Echo
 	for i := 0; i < n; i++ {
 		members = append(members, join(t, sctest.Dial(t, ts.URL), "idle"))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"log/slog"
 	"time"
 
@@ -23,7 +24,7 @@ type Pairer interface {
 
 var _ Pairer = (*relay.Pairer)(nil)
 
-var _ relay.Stream = (*channel.Stream)(nil)
+var _ relay.Stream = (*server.Stream)(nil)
 
 // RelayConfig tunes the relay endpoint. Zero fields mean the default;
 // Validate reports a value that cannot be used.
@@ -109,7 +110,7 @@ type Relay struct {
 	log     *slog.Logger
 }
 
-var _ channel.Endpoint = (*Relay)(nil)
+var _ server.Endpoint = (*Relay)(nil)
 
 // NewRelay validates cfg and returns the relay endpoint. Unless cfg.Pairer
 // is set it starts a *relay.Pairer (and its sweeper goroutine), which Close
@@ -138,7 +139,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 // Close stops the pairer NewRelay started: waiting streams and open pairs
 // are reset, and later streams are reset at once. It blocks until that is
 // done. A Pairer from RelayConfig is left to its owner. Close may be called
-// twice. A server calls it after its channel.Handler has shut down, so that
+// twice. A server calls it after its server.Handler has shut down, so that
 // clients see the session close (1001) rather than resets.
 func (r *Relay) Close() {
 	if r.own != nil {
@@ -161,10 +162,10 @@ type relayReply struct {
 	Limit channel.RelayLimit `json:"limit"`
 }
 
-// ServeStream implements channel.Endpoint. It waits for the partner, sends
+// ServeStream implements server.Endpoint. It waits for the partner, sends
 // the open reply, then copies this stream to the partner until the pair
 // ends.
-func (r *Relay) ServeStream(ctx context.Context, s *channel.Stream, req *channel.Request) {
+func (r *Relay) ServeStream(ctx context.Context, s *server.Stream, req *server.Request) {
 	h := req.Header
 	key := relay.Key{Namespace: h.Namespace, Local: h.Local, Remote: h.Remote}
 	link, err := r.pairer.Pair(ctx, key, s)

@@ -7,7 +7,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
@@ -44,10 +45,10 @@ func benchRelay(b *testing.B, via string, pairs int) {
 	switch via {
 	case "relay":
 		ts, r := newRelayServer(b, endpoints.RelayConfig{})
-		conns := make([][2]*channel.RelayConn, pairs)
+		conns := make([][2]*client.RelayConn, pairs)
 		for i := range ps {
 			a, c := relayPair(b, r, sctest.Dial(b, ts.URL), sctest.Dial(b, ts.URL), "bench", fmt.Sprint(i, "a"), fmt.Sprint(i, "b"))
-			ps[i], conns[i] = pipe{a, c}, [2]*channel.RelayConn{a, c}
+			ps[i], conns[i] = pipe{a, c}, [2]*client.RelayConn{a, c}
 		}
 		closeAll = func() {
 			for _, c := range conns {

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
@@ -40,12 +43,12 @@ func newRelayServer(t testing.TB, cfg endpoints.RelayConfig, opts ...sctest.Opti
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	o.Register = func(h *channel.Handler) { h.Handle(channel.EndpointRelay, r) }
+	o.Register = func(h *server.Handler) { h.Handle(channel.EndpointRelay, r) }
 	return sctest.NewServer(t, o), r
 }
 
 // relayOpen opens a relay stream and waits until it is paired.
-func relayOpen(t testing.TB, s *channel.Session, ns, local, remote string) *channel.RelayConn {
+func relayOpen(t testing.TB, s *client.Session, ns, local, remote string) *client.RelayConn {
 	t.Helper()
 	c, err := s.Relay(sctest.Ctx(t), ns, local, remote)
 	if err != nil {
@@ -55,13 +58,13 @@ func relayOpen(t testing.TB, s *channel.Session, ns, local, remote string) *chan
 }
 
 type relayResult struct {
-	c   *channel.RelayConn
+	c   *client.RelayConn
 	err error
 }
 
 // relayGo opens a relay stream in a goroutine; the result arrives once it
 // is paired or refused.
-func relayGo(t testing.TB, s *channel.Session, ns, local, remote string) <-chan relayResult {
+func relayGo(t testing.TB, s *client.Session, ns, local, remote string) <-chan relayResult {
 	t.Helper()
 	ctx := sctest.Ctx(t)
 	ch := make(chan relayResult, 1)
@@ -72,7 +75,7 @@ func relayGo(t testing.TB, s *channel.Session, ns, local, remote string) <-chan 
 	return ch
 }
 
-func relayWait(t testing.TB, ch <-chan relayResult) *channel.RelayConn {
+func relayWait(t testing.TB, ch <-chan relayResult) *client.RelayConn {
 	t.Helper()
 	select {
 	case r := <-ch:
@@ -87,7 +90,7 @@ func relayWait(t testing.TB, ch <-chan relayResult) *channel.RelayConn {
 }
 
 // relayPair opens a pair: a waits first, then b completes it.
-func relayPair(t testing.TB, r *endpoints.Relay, sa, sb *channel.Session, ns, a, b string) (*channel.RelayConn, *channel.RelayConn) {
+func relayPair(t testing.TB, r *endpoints.Relay, sa, sb *client.Session, ns, a, b string) (*client.RelayConn, *client.RelayConn) {
 	t.Helper()
 	waiting := r.Stats().Waiting
 	ca := relayGo(t, sa, ns, a, b)
@@ -109,7 +112,7 @@ func relayStats(t testing.TB, r *endpoints.Relay, cond func(relay.Stats) bool) {
 
 // rawRelay opens a relay stream by hand: it writes the header line and then
 // early, without reading the reply.
-func rawRelay(t testing.TB, s *channel.Session, ns, local, remote string, early []byte) *channel.Stream {
+func rawRelay(t testing.TB, s *client.Session, ns, local, remote string, early []byte) *client.Stream {
 	t.Helper()
 	st, err := s.OpenStream()
 	if err != nil {
@@ -124,7 +127,7 @@ func rawRelay(t testing.TB, s *channel.Session, ns, local, remote string, early 
 }
 
 // readLine reads one line, byte by byte so that nothing after it is taken.
-func readLine(t testing.TB, st *channel.Stream) string {
+func readLine(t testing.TB, st *client.Stream) string {
 	t.Helper()
 	st.SetReadDeadline(time.Now().Add(readTimeout))
 	var line []byte
@@ -168,7 +171,7 @@ func write(t testing.TB, w io.Writer, s string) {
 
 // closePair half-closes both ends and checks each reads EOF; the pair then
 // ends without a reset. No other pair may open or close meanwhile.
-func closePair(t testing.TB, r *endpoints.Relay, a, b *channel.RelayConn) {
+func closePair(t testing.TB, r *endpoints.Relay, a, b *client.RelayConn) {
 	t.Helper()
 	open := r.Stats().Open
 	if err := a.CloseWrite(); err != nil {
@@ -180,7 +183,7 @@ func closePair(t testing.TB, r *endpoints.Relay, a, b *channel.RelayConn) {
 	}
 	expectEOF(t, a)
 	relayStats(t, r, func(st relay.Stats) bool { return st.Open == open-1 })
-	for _, c := range []*channel.RelayConn{a, b} {
+	for _, c := range []*client.RelayConn{a, b} {
 		select {
 		case <-c.Done():
 			t.Fatal("a pair closed by both sides was reset")
@@ -206,7 +209,7 @@ func TestRelayPairBothOrders(t *testing.T) {
 			a := rawRelay(t, sa, "g", ka[0], ka[1], nil)
 			relayStats(t, r, func(st relay.Stats) bool { return st.Waiting == 1 })
 			b := rawRelay(t, sb, "g", kb[0], kb[1], nil)
-			for _, st := range []*channel.Stream{a, b} {
+			for _, st := range []*client.Stream{a, b} {
 				if got := readLine(t, st); got != openReply {
 					t.Fatalf("reply %s, want %s", got, openReply)
 				}
@@ -466,7 +469,7 @@ func TestRelayHalfClose(t *testing.T) {
 			b.CloseWrite()
 			expectEOF(t, a)
 			relayStats(t, r, func(st relay.Stats) bool { return st.Open == 0 })
-			for _, c := range []*channel.RelayConn{a, b} {
+			for _, c := range []*client.RelayConn{a, b} {
 				select {
 				case <-c.Done():
 					t.Fatal("reset after a clean close")
@@ -519,7 +522,7 @@ func TestRelayBytesCap(t *testing.T) {
 			t.Fatalf("announced %+v", got)
 		}
 		data := randomBytes(n)
-		for _, d := range [][2]*channel.RelayConn{{a, b}, {b, a}} {
+		for _, d := range [][2]*client.RelayConn{{a, b}, {b, a}} {
 			go d[0].Write(data)
 			got := make([]byte, n)
 			d[1].SetReadDeadline(time.Now().Add(readTimeout))
@@ -567,7 +570,7 @@ func TestRelayServerCaps(t *testing.T) {
 		const max = 3
 		ts, r := newRelayServer(t, endpoints.RelayConfig{MaxPairs: max})
 		sa, sb := sctest.Dial(t, ts.URL), sctest.Dial(t, ts.URL)
-		var as, bs []*channel.RelayConn
+		var as, bs []*client.RelayConn
 		for i := range max {
 			a, b := relayPair(t, r, sa, sb, "p", fmt.Sprint("a", i), fmt.Sprint("b", i))
 			as, bs = append(as, a), append(bs, b)
@@ -700,7 +703,7 @@ func TestRelayNamespacesDistinct(t *testing.T) {
 func TestRelayManyPairs(t *testing.T) {
 	const pairs, size, perSession = 100, 256 << 10, 10
 	ts, r := newRelayServer(t, endpoints.RelayConfig{})
-	var sessions []*channel.Session
+	var sessions []*client.Session
 	for range 2 * pairs / perSession {
 		sessions = append(sessions, sctest.Dial(t, ts.URL))
 	}
@@ -814,7 +817,7 @@ func TestRelayLargeTransfer(t *testing.T) {
 // direction keeps flowing until it closes too.
 func TestRelayHalfCloseOutlivesCloseTimeout(t *testing.T) {
 	const closeTimeout = 100 * time.Millisecond
-	ts, r := newRelayServer(t, endpoints.RelayConfig{}, sctest.Options{Channel: channel.Config{StreamCloseTimeout: closeTimeout}})
+	ts, r := newRelayServer(t, endpoints.RelayConfig{}, sctest.Options{Channel: server.Config{StreamCloseTimeout: closeTimeout}})
 	a, b := relayPair(t, r, sctest.Dial(t, ts.URL), sctest.Dial(t, ts.URL), "long", "A", "B")
 	a.CloseWrite()
 	expectEOF(t, b)

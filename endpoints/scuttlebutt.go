@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"log/slog"
 	"sync"
 	"time"
@@ -203,7 +204,7 @@ type Scuttlebutt struct {
 	wg        sync.WaitGroup
 }
 
-var _ channel.Endpoint = (*Scuttlebutt)(nil)
+var _ server.Endpoint = (*Scuttlebutt)(nil)
 
 // sbNamespace is one namespace: its replica and who replicates with it.
 type sbNamespace struct {
@@ -317,10 +318,10 @@ type scuttlebuttReply struct {
 	MaxAge int64  `json:"maxAge"`
 }
 
-// ServeStream implements channel.Endpoint. It runs model.Replicate between
+// ServeStream implements server.Endpoint. It runs model.Replicate between
 // the namespace's replica and the stream until the stream ends, in this
 // goroutine and the two that Replicate starts and waits for.
-func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *channel.Stream, req *channel.Request) {
+func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *server.Stream, req *server.Request) {
 	log := sb.cfg.Logger
 	n, err := sb.join(req.Header.Namespace)
 	if err != nil {
@@ -398,7 +399,7 @@ func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *channel.Stream, req *
 // the reading goroutine, when a Read first fails. It keeps the Stream's
 // SetReadDeadline, with which Replicate interrupts a pending Read.
 type endReader struct {
-	*channel.Stream
+	*server.Stream
 	onEnd func()
 }
 

@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
@@ -36,7 +39,7 @@ func newSBServer(t testing.TB, cfg endpoints.ScuttlebuttConfig) (*sctest.Server,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sb.Close() })
-	ts := sctest.NewServer(t, sctest.Options{Register: func(h *channel.Handler) {
+	ts := sctest.NewServer(t, sctest.Options{Register: func(h *server.Handler) {
 		h.Handle(channel.EndpointScuttlebutt, sb)
 	}})
 	return ts, sb
@@ -46,12 +49,12 @@ func newSBServer(t testing.TB, cfg endpoints.ScuttlebuttConfig) (*sctest.Server,
 // against PROTOCOL.md would drive it.
 type sbPeer struct {
 	t     testing.TB
-	st    *channel.Stream
+	st    *client.Stream
 	br    *bufio.Reader
 	reply channel.Reply
 }
 
-func openPeer(t testing.TB, s *channel.Session, ns string, ephemeral bool) *sbPeer {
+func openPeer(t testing.TB, s *client.Session, ns string, ephemeral bool) *sbPeer {
 	t.Helper()
 	st, reply, err := s.Open(sctest.Ctx(t), channel.Header{Endpoint: channel.EndpointScuttlebutt, Namespace: ns, Ephemeral: ephemeral})
 	if err != nil {
@@ -361,7 +364,7 @@ func TestScuttlebuttEqualTimestamps(t *testing.T) {
 	for _, ns := range []string{"ab", "ba"} {
 		m := model.New(model.Options{ID: "go-" + ns, SilentExpiry: true})
 		defer m.Close()
-		r, err := s.Replicate(sctest.Ctx(t), ns, m, channel.ReplicateOptions{})
+		r, err := s.Replicate(sctest.Ctx(t), ns, m, client.ReplicateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,18 +421,18 @@ func TestScuttlebuttIgnoredUpdates(t *testing.T) {
 // second of its closing, however it closes; keys it relayed for other
 // sources stay. A stream that is not ephemeral leaves its keys to expiry.
 func TestScuttlebuttEphemeral(t *testing.T) {
-	fin := func(w *sbPeer, _ *channel.Session) { w.st.CloseWrite() }
+	fin := func(w *sbPeer, _ *client.Session) { w.st.CloseWrite() }
 	for _, tc := range []struct {
 		name      string
 		ephemeral bool
-		close     func(w *sbPeer, s *channel.Session)
+		close     func(w *sbPeer, s *client.Session)
 		flood     bool // the writer's window is full: it has not read for long
 	}{
 		{"FIN", true, fin, false},
 		{"FIN from a peer that stopped reading", true, fin, true},
-		{"reset", true, func(w *sbPeer, _ *channel.Session) { w.st.Reset() }, false},
-		{"session end", true, func(_ *sbPeer, s *channel.Session) { s.Close() }, false},
-		{"not ephemeral", false, func(w *sbPeer, _ *channel.Session) { w.st.Reset() }, false},
+		{"reset", true, func(w *sbPeer, _ *client.Session) { w.st.Reset() }, false},
+		{"session end", true, func(_ *sbPeer, s *client.Session) { s.Close() }, false},
+		{"not ephemeral", false, func(w *sbPeer, _ *client.Session) { w.st.Reset() }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts, sb := newSBServer(t, endpoints.ScuttlebuttConfig{})
@@ -817,7 +820,7 @@ func TestScuttlebuttConfigValidate(t *testing.T) {
 type npmPeer struct {
 	t       testing.TB
 	cmd     *exec.Cmd
-	st      *channel.Stream
+	st      *client.Stream
 	ctl     *os.File // commands, the child's fd 3
 	answers *bufio.Reader
 	wg      sync.WaitGroup

@@ -23,9 +23,10 @@ type Conn interface {
 
 // Config tunes a Session.
 type Config struct {
-	Client      bool          // the client role: opens odd stream ids
-	KeepAlive   time.Duration // between keepalive pings; 0 disables them
-	PingTimeout time.Duration // for a keepalive ping's answer
-	OnPing      func() bool   // per ping the peer sends; false closes with 4400
-	OnStream    func(*Stream) // per stream the peer opens, in the read loop; nil resets them
+	Client       bool          // the client role: opens odd stream ids
+	KeepAlive    time.Duration // between keepalive pings; 0 disables them
+	PingTimeout  time.Duration // for a keepalive ping's answer
+	CloseTimeout time.Duration // how long a stream given up with Close waits for the peer's FIN before it is reset
+	OnPing       func() bool   // per ping the peer sends; false closes with 4400
+	OnStream     func(*Stream) // per stream the peer opens, in the read loop; nil resets them
 }

@@ -830,3 +830,39 @@ func TestMuxTinyFramesShareBuffers(t *testing.T) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 }
+
+// A stream given up with Close whose peer never half-closes is reset once
+// CloseTimeout has passed.
+func TestMuxCloseResetsSilentPeer(t *testing.T) {
+	h := startMux(t, Config{CloseTimeout: 20 * time.Millisecond})
+	s := h.open(1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFrame("FIN", func(hd header) bool { return hd.id == 1 && hd.flags&flagFIN != 0 })
+	h.waitFrame("RST", func(hd header) bool { return hd.id == 1 && hd.flags&flagRST != 0 })
+}
+
+// After Close the stream still reads what the peer sends until its FIN;
+// the FIN, or the session's end, stops the timer: nothing is left that
+// would reset the stream later.
+func TestMuxCloseReadsUntilFIN(t *testing.T) {
+	h := startMux(t, Config{CloseTimeout: time.Hour})
+	s := h.open(1)
+	s.Close()
+	h.send(frameOf(typeData, flagFIN, 1, 3, []byte("abc")))
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "abc" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	if s.closeTimer.Stop() {
+		t.Fatal("the close timer still ran after the peer's FIN")
+	}
+
+	s = h.open(3)
+	s.Close()
+	h.m.Close()
+	if s.closeTimer.Stop() {
+		t.Fatal("the close timer still ran after the session ended")
+	}
+}

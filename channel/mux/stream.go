@@ -39,6 +39,11 @@ type Stream struct {
 	inlineEnd func(error)
 	draining  bool // ReadInline is still passing on what was buffered
 	ended     bool // inlineEnd was called or is due from the drain
+
+	// Close: the owner gave the stream up; closeTimer resets it unless the
+	// peer half-closes first. The timer is stopped when the stream ends.
+	closing    bool
+	closeTimer *time.Timer
 }
 
 func newStream(m *Session, id uint32) *Stream {
@@ -212,6 +217,9 @@ func (s *Stream) remoteFlags(flags uint16) {
 		s.mu.Lock()
 		s.peerFIN.Store(true)
 		both := s.localFIN
+		if s.closeTimer != nil {
+			s.closeTimer.Stop() // closed both ways: nothing to reset
+		}
 		s.mu.Unlock()
 		notify(s.readable)
 		if both {
@@ -232,6 +240,9 @@ func (s *Stream) dropRecv() {
 // end closes done and wakes blocked calls.
 func (s *Stream) end() {
 	s.mu.Lock()
+	if s.closeTimer != nil {
+		s.closeTimer.Stop()
+	}
 	select {
 	case <-s.done:
 	default:
@@ -449,14 +460,36 @@ func (s *Stream) Reset() error {
 	return err
 }
 
-// Release forgets the stream once its owner is done with it.
-func (s *Stream) Release() {
-	s.m.forget(s.id)
+// Close half-closes the stream (FIN) and gives it up: if the peer has not
+// half-closed too within the session's CloseTimeout, the stream is reset,
+// so a peer that never closes cannot pin it. What the peer sends until its
+// FIN can still be read. Close does not block. (A
+// stream only half-closed with CloseWrite has no such timeout: a relay's
+// other direction may flow for as long as it likes.) The timer belongs to
+// the stream: it stops when the peer's FIN, a reset or the session's end
+// ends the stream first.
+func (s *Stream) Close() error {
+	err := s.CloseWrite()
 	s.mu.Lock()
-	s.dropRecv()
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return err
+	}
+	s.closing = true
+	if s.reset || s.gone || s.peerFIN.Load() {
+		return err
+	}
+	s.closeTimer = time.AfterFunc(s.m.cfg.CloseTimeout, s.closeExpired)
+	return err
 }
 
+// closeExpired resets a stream given up with Close whose peer never
+// half-closed.
+func (s *Stream) closeExpired() {
+	if !s.peerFIN.Load() {
+		s.Reset()
+	}
+}
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.mu.Lock()
 	s.readDL = t

@@ -4,12 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/signalchannel/signalchannel/channel"
 )
 
 // churnParams are the churn scenario's own flags.
@@ -163,7 +162,7 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // churnOnce opens session i, joins its own echo namespace, sends a frame,
 // receives it and closes. On error it returns the session, closed, if it
 // was opened, for the close code the server sent.
-func churnOnce(ctx context.Context, d *dialers, url string, i int) (*channel.Session, error) {
+func churnOnce(ctx context.Context, d *dialers, url string, i int) (*client.Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	sess, err := d.dialSession(ctx, url, i)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"net"
 	"os"
 	"regexp"
@@ -69,8 +70,8 @@ func (d *dialers) tcpDialer(i int) *net.Dialer      { return d.tcp[i%len(d.tcp)]
 func (d *dialers) count() int                       { return len(d.ips) }
 
 // dialSession opens signalchannel session i.
-func (d *dialers) dialSession(ctx context.Context, wsURL string, i int) (*channel.Session, error) {
-	return channel.Dial(ctx, wsURL, channel.DialOptions{Dialer: d.wsDialer(i)})
+func (d *dialers) dialSession(ctx context.Context, wsURL string, i int) (*client.Session, error) {
+	return client.Dial(ctx, wsURL, client.DialOptions{Dialer: d.wsDialer(i)})
 }
 
 // dialBroadcast joins the broadcast baseline as client i.
@@ -89,7 +90,7 @@ type errTally struct {
 var digits = regexp.MustCompile(`[0-9]+`)
 
 // errKind names what went wrong, so that errors of one cause count together.
-func errKind(err error, sess *channel.Session) string {
+func errKind(err error, sess *client.Session) string {
 	var perr *channel.Error
 	switch {
 	case errors.As(err, &perr):
@@ -119,13 +120,13 @@ func errKind(err error, sess *channel.Session) string {
 	return s
 }
 
-func closeCode(s *channel.Session) int {
+func closeCode(s *client.Session) int {
 	code, _ := s.CloseReason()
 	return code
 }
 
 // add counts err; sess, if not nil, is the session it happened on.
-func (t *errTally) add(err error, sess *channel.Session) {
+func (t *errTally) add(err error, sess *client.Session) {
 	if err == nil {
 		return
 	}
@@ -208,10 +209,10 @@ func forEach(ctx context.Context, n, conc int, fn func(i int)) {
 // sessionPool is a set of signalchannel client sessions.
 type sessionPool struct {
 	mu       sync.Mutex
-	sessions []*channel.Session
+	sessions []*client.Session
 }
 
-func (p *sessionPool) add(s *channel.Session) {
+func (p *sessionPool) add(s *client.Session) {
 	p.mu.Lock()
 	p.sessions = append(p.sessions, s)
 	p.mu.Unlock()

@@ -159,7 +159,7 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.IntVar(&p.Rounds, "rounds", 1, "rounds; with -baseline the two servers run back to back in each round, first one then the other, and the ratio is the median of the rounds' ratios")
 		fs.Float64Var(&p.NoiseLimit, "noise-limit", 0, "leave out of the ratio the rounds in which other processes took more than this many cores during either server's step (0: keep every round)")
 		fs.StringVar(&p.Namespace, "namespace", "fanout", "echo namespace")
-		fs.StringVar(&p.Client, "client", "go", "signalchannel members: go (channel.Session.Echo, the project's Go client) or raw (a lean yamux reader on its own WebSocket, as cheap as the baseline's client)")
+		fs.StringVar(&p.Client, "client", "go", "signalchannel members: go (channel/client.Session.Echo, the project's Go client) or raw (a lean yamux reader on its own WebSocket, as cheap as the baseline's client)")
 	})
 	if err != nil {
 		return err

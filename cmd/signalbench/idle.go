@@ -6,14 +6,14 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
+	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/signalchannel/signalchannel/channel"
 )
 
 // idleParams are the idle scenario's own flags.
@@ -107,8 +107,8 @@ func runIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if srv.Spawn == spawnInproc {
 		rep.note("the server runs in this process: its RSS includes the clients when -procs is 1")
 	}
-	if perIP := (p.N + c.sources - 1) / c.sources; perIP > channel.DefaultMaxSessionsPerIP && srv.Addr != "" && !strings.HasPrefix(srv.Addr, "[") {
-		rep.note("each of the %d source addresses opens up to %d sessions, over the server's default -max-sessions-per-ip %d: raise -sources", c.sources, perIP, channel.DefaultMaxSessionsPerIP)
+	if perIP := (p.N + c.sources - 1) / c.sources; perIP > chserver.DefaultMaxSessionsPerIP && srv.Addr != "" && !strings.HasPrefix(srv.Addr, "[") {
+		rep.note("each of the %d source addresses opens up to %d sessions, over the server's default -max-sessions-per-ip %d: raise -sources", c.sources, perIP, chserver.DefaultMaxSessionsPerIP)
 	}
 
 	var group idleGroup
@@ -275,7 +275,7 @@ type idleClients struct {
 	group    int
 	prefix   string
 	pool     sessionPool
-	echoes   []*channel.Echo
+	echoes   []*client.Echo
 	errs     errTally
 	progress func(format string, args ...any)
 }
@@ -295,7 +295,7 @@ func mustDialers(addr string, n, offset int) *dialers {
 
 func (ic *idleClients) open(ctx context.Context) (int, int64, *errTally) {
 	rss0, _ := readRSS(selfPID)
-	ic.echoes = make([]*channel.Echo, ic.n)
+	ic.echoes = make([]*client.Echo, ic.n)
 	var opened atomic.Int64
 	stop := make(chan struct{})
 	go func() {
@@ -359,7 +359,7 @@ func (ic *idleClients) probe(ctx context.Context, k int) (lost, ok, failed int) 
 
 // echoRoundTrip sends a frame with tag and waits for it to come back,
 // skipping frames of other members of the namespace (at most group).
-func echoRoundTrip(e *channel.Echo, tag uint64, group int) error {
+func echoRoundTrip(e *client.Echo, tag uint64, group int) error {
 	var msg [8]byte
 	binary.BigEndian.PutUint64(msg[:], tag)
 	e.Stream().SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"net"
@@ -37,7 +38,7 @@ type localOptions struct {
 	addr    string // listen address; loopback only
 	pprof   bool   // serve /debug/pprof/
 	log     *slog.Logger
-	channel channel.Config // signalchannel only
+	channel chserver.Config // signalchannel only
 }
 
 // runLocal starts a server of kind in this process. The signalchannel
@@ -68,7 +69,7 @@ func runLocal(kind string, o localOptions) (*local, error) {
 	case kindSignalchannel:
 		cfg := o.channel
 		cfg.Logger = o.log
-		h, err := channel.NewHandler(cfg)
+		h, err := chserver.NewHandler(cfg)
 		if err != nil {
 			return nil, err
 		}

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/model"
 )
 
@@ -47,7 +47,7 @@ type presenceResults struct {
 // presenceMember is one member: its Model, replicated over one stream.
 type presenceMember struct {
 	m   *model.Model
-	rep *channel.Replica
+	rep *client.Replica
 	key string
 	mu  sync.Mutex
 	h   hist
@@ -134,7 +134,7 @@ func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			id := fmt.Sprintf("bench-%06d", i)
 			m := model.New(model.Options{ID: id, SilentExpiry: true})
-			r, err := sess.Replicate(dctx, p.Namespace, m, channel.ReplicateOptions{Ephemeral: true})
+			r, err := sess.Replicate(dctx, p.Namespace, m, client.ReplicateOptions{Ephemeral: true})
 			if err == nil {
 				err = r.WaitSync(dctx)
 				if err != nil {

@@ -4,11 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"os"
-
-	"github.com/signalchannel/signalchannel/channel"
 )
 
 // runServer is the server subcommand: it runs one server in this process
@@ -24,7 +23,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	addr := fs.String("addr", "127.0.0.1:0", "listen address, loopback only")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/")
 	logLevel := fs.String("log-level", "info", "signalchannel log level: debug, info, warn or error")
-	cfg := channel.DefaultConfig()
+	cfg := chserver.DefaultConfig()
 	fs.IntVar(&cfg.MaxSessions, "max-sessions", cfg.MaxSessions, "signalchannel sessions on the server")
 	fs.IntVar(&cfg.MaxSessionsPerIP, "max-sessions-per-ip", cfg.MaxSessionsPerIP, "signalchannel sessions from one client address")
 	fs.IntVar(&cfg.MaxStreams, "max-streams", cfg.MaxStreams, "signalchannel streams per session")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"net"
 	"os"
 	"os/exec"
@@ -13,8 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/signalchannel/signalchannel/channel"
 )
 
 // Ways to get a server to measure.
@@ -127,7 +126,7 @@ func external(o *common) (*server, error) {
 }
 
 func startInproc(kind string) (*server, error) {
-	l, err := runLocal(kind, localOptions{addr: "127.0.0.1:0", pprof: false, channel: channel.Config{}})
+	l, err := runLocal(kind, localOptions{addr: "127.0.0.1:0", pprof: false, channel: chserver.Config{}})
 	if err != nil {
 		return nil, err
 	}

@@ -3,12 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"net"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/signalchannel/signalchannel/channel"
 )
 
 // freePorts returns n ports of 127.0.0.1 that were free a moment ago.
@@ -50,8 +49,8 @@ func TestClusterFlags(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dial := func(url string) *channel.Session {
-		s, err := channel.Dial(ctx, url, channel.DialOptions{})
+	dial := func(url string) *client.Session {
+		s, err := client.Dial(ctx, url, client.DialOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +94,7 @@ func TestClusterFlags(t *testing.T) {
 
 	// A relay pair across nodes 0 and 2.
 	type res struct {
-		r   *channel.RelayConn
+		r   *client.RelayConn
 		err error
 	}
 	ch := make(chan res, 1)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"net/http"
 	"strings"
@@ -87,7 +88,7 @@ func TestServeEchoAndHealth(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := channel.Dial(ctx, "ws://"+addr+"/v1/channel", channel.DialOptions{})
+	s, err := client.Dial(ctx, "ws://"+addr+"/v1/channel", client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestServeEchoAndHealth(t *testing.T) {
 
 	// Relay is served too.
 	type res struct {
-		c   *channel.RelayConn
+		c   *client.RelayConn
 		err error
 	}
 	ch := make(chan res, 1)
@@ -191,7 +192,7 @@ func TestEnvTwins(t *testing.T) {
 	addr, _, _ := startServer(t, "-echo-max-frame", "20")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := channel.Dial(ctx, "ws://"+addr+"/v1/channel", channel.DialOptions{})
+	s, err := client.Dial(ctx, "ws://"+addr+"/v1/channel", client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func TestTokensEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	url := "ws://" + addr + "/v1/channel"
-	s, err := channel.Dial(ctx, url, channel.DialOptions{Token: tok})
+	s, err := client.Dial(ctx, url, client.DialOptions{Token: tok})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +284,7 @@ func TestTokensEndToEnd(t *testing.T) {
 	if !errors.As(err, &perr) || perr.Code != channel.CodeForbidden {
 		t.Fatalf("echo:lobby: %v, want forbidden", err)
 	}
-	anon, err := channel.Dial(ctx, url, channel.DialOptions{})
+	anon, err := client.Dial(ctx, url, client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,11 +368,11 @@ func get(t *testing.T, url string) (code int, body string) {
 }
 
 // joinEcho joins ns on the server at addr, with reads bounded by 20 s.
-func joinEcho(t *testing.T, addr, ns string) *channel.Echo {
+func joinEcho(t *testing.T, addr, ns string) *client.Echo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := channel.Dial(ctx, "ws://"+addr+"/v1/channel", channel.DialOptions{})
+	s, err := client.Dial(ctx, "ws://"+addr+"/v1/channel", client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +387,7 @@ func joinEcho(t *testing.T, addr, ns string) *channel.Echo {
 
 // recvUntilRefused reads e until an error, which must be `limit` with msg,
 // and returns how many frames came before it.
-func recvUntilRefused(t *testing.T, e *channel.Echo, msg string) int {
+func recvUntilRefused(t *testing.T, e *client.Echo, msg string) int {
 	t.Helper()
 	for n := 0; ; n++ {
 		_, err := e.Recv()

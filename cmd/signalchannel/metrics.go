@@ -1,19 +1,19 @@
 package main
 
 import (
+	"github.com/signalchannel/signalchannel/channel/server"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 )
 
 // metrics reads the server's counters at scrape time: the hot paths only
 // bump atomics, and nothing is counted twice.
 type metrics struct {
-	h     *channel.Handler
+	h     *server.Handler
 	echo  *endpoints.Echo
 	relay *endpoints.Relay
 	sb    *endpoints.Scuttlebutt

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"net"
@@ -36,14 +37,14 @@ type options struct {
 	leeway          time.Duration
 	pprofListen     string
 
-	channel channel.Config
+	channel server.Config
 	echo    endpoints.EchoConfig
 	relay   endpoints.RelayConfig
 	sb      endpoints.ScuttlebuttConfig
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{channel: channel.DefaultConfig()}
+	o := &options{channel: server.DefaultConfig()}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", ":8080", "listen address HOST:PORT")
@@ -268,7 +269,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	o.relay.Logger = log
 	o.sb.Logger = log
 
-	h, err := channel.NewHandler(o.channel)
+	h, err := server.NewHandler(o.channel)
 	if err != nil {
 		return err
 	}

@@ -18,12 +18,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 	"github.com/signalchannel/signalchannel/model"
@@ -76,7 +76,7 @@ func run() error {
 			return err
 		}
 		peers = append(peers, p)
-		if err := obs.waitFor(name, channel.KeyAdded, 5*time.Second); err != nil {
+		if err := obs.waitFor(name, model.KeyAdded, 5*time.Second); err != nil {
 			return err
 		}
 		d.pause(200 * time.Millisecond)
@@ -88,13 +88,13 @@ func run() error {
 
 	d.say("carol's connection is killed (her session closes)")
 	carol.kill()
-	if err := obs.waitFor("carol", channel.KeyRemoved, 5*time.Second); err != nil {
+	if err := obs.waitFor("carol", model.KeyRemoved, 5*time.Second); err != nil {
 		return err
 	}
 
 	d.say("dave freezes: he stops refreshing but keeps his stream open; his key expires about %v after his last refresh", age)
 	dave.freeze()
-	if err := obs.waitFor("dave", channel.KeyRemoved, age+refresh+10*time.Second); err != nil {
+	if err := obs.waitFor("dave", model.KeyRemoved, age+refresh+10*time.Second); err != nil {
 		return err
 	}
 
@@ -102,7 +102,7 @@ func run() error {
 	alice.leave()
 	bob.leave()
 	for _, name := range []string{"alice", "bob"} {
-		if err := obs.waitFor(name, channel.KeyRemoved, 5*time.Second); err != nil {
+		if err := obs.waitFor(name, model.KeyRemoved, 5*time.Second); err != nil {
 			return err
 		}
 	}
@@ -142,21 +142,21 @@ func memberKey(name string) string { return "member/" + name }
 // leaves.
 type observer struct {
 	d       *demo
-	sess    *channel.Session
-	replica *channel.Replica
+	sess    *client.Session
+	replica *client.Replica
 	m       *model.Model
-	watch   *channel.KeyWatcher
-	events  chan channel.KeyEvent
+	watch   *model.KeyWatcher
+	events  chan model.KeyEvent
 	wg      sync.WaitGroup
 }
 
 func (d *demo) observe() (*observer, error) {
-	sess, err := channel.Dial(d.ctx, d.url, channel.DialOptions{})
+	sess, err := client.Dial(d.ctx, d.url, client.DialOptions{})
 	if err != nil {
 		return nil, err
 	}
 	m := model.New(model.Options{ID: "observer", SilentExpiry: true})
-	r, err := sess.Replicate(d.ctx, d.namespace, m, channel.ReplicateOptions{})
+	r, err := sess.Replicate(d.ctx, d.namespace, m, client.ReplicateOptions{})
 	if err == nil {
 		err = r.WaitSync(d.ctx)
 	}
@@ -165,7 +165,7 @@ func (d *demo) observe() (*observer, error) {
 		m.Close()
 		return nil, err
 	}
-	o := &observer{d: d, sess: sess, replica: r, m: m, watch: r.Watch(), events: make(chan channel.KeyEvent, 64)}
+	o := &observer{d: d, sess: sess, replica: r, m: m, watch: r.Watch(), events: make(chan model.KeyEvent, 64)}
 	o.wg.Add(1)
 	go o.loop()
 	return o, nil
@@ -186,11 +186,11 @@ func (o *observer) loop() {
 			continue
 		}
 		switch ev.Kind {
-		case channel.KeyAdded:
+		case model.KeyAdded:
 			o.d.printf("%-6s joined   %s", name, ev.Value)
-		case channel.KeyChanged:
+		case model.KeyChanged:
 			o.d.printf("%-6s changed  %s", name, ev.Value)
-		case channel.KeyRemoved:
+		case model.KeyRemoved:
 			by := "by " + ev.Source
 			if ev.Source == o.replica.ServerID() {
 				by = "by the server"
@@ -206,7 +206,7 @@ func (o *observer) loop() {
 }
 
 // waitFor waits until the observer sees name's key change as kind.
-func (o *observer) waitFor(name string, kind channel.KeyEventKind, timeout time.Duration) error {
+func (o *observer) waitFor(name string, kind model.KeyEventKind, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
@@ -236,9 +236,9 @@ func (o *observer) close() {
 // its key from a goroutine it owns.
 type peer struct {
 	name    string
-	sess    *channel.Session
+	sess    *client.Session
 	m       *model.Model
-	replica *channel.Replica
+	replica *client.Replica
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -247,12 +247,12 @@ type peer struct {
 }
 
 func (d *demo) join(name string, ephemeral bool, refresh time.Duration) (*peer, error) {
-	sess, err := channel.Dial(d.ctx, d.url, channel.DialOptions{})
+	sess, err := client.Dial(d.ctx, d.url, client.DialOptions{})
 	if err != nil {
 		return nil, err
 	}
 	m := model.New(model.Options{ID: name + "-" + fmt.Sprint(time.Now().UnixNano()), SilentExpiry: true})
-	r, err := sess.Replicate(d.ctx, d.namespace, m, channel.ReplicateOptions{Ephemeral: ephemeral})
+	r, err := sess.Replicate(d.ctx, d.namespace, m, client.ReplicateOptions{Ephemeral: ephemeral})
 	if err != nil {
 		sess.Close()
 		m.Close()

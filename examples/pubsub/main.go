@@ -13,13 +13,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"log"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 )
@@ -45,9 +45,9 @@ func run(url string, out io.Writer) error {
 	}
 
 	names := []string{"alice", "bob"}
-	rooms := make([]*channel.Echo, len(names))
+	rooms := make([]*client.Echo, len(names))
 	for i, name := range names {
-		sess, err := channel.Dial(ctx, url, channel.DialOptions{})
+		sess, err := client.Dial(ctx, url, client.DialOptions{})
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

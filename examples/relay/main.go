@@ -19,13 +19,13 @@ import (
 	"crypto/sha256"
 	"flag"
 	"fmt"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"log"
 	"math/rand/v2"
 	"os"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 )
@@ -71,14 +71,14 @@ func run(url, file string, size int64) error {
 	// each with its own session. A session is closed only after the pair
 	// has ended on both sides: a session that ends while bytes are still in
 	// flight through the relay resets the pair (PROTOCOL.md 5.6).
-	var sessions []*channel.Session
+	var sessions []*client.Session
 	defer func() {
 		for _, s := range sessions {
 			s.Close()
 		}
 	}()
 	for range 2 {
-		s, err := channel.Dial(ctx, url, channel.DialOptions{})
+		s, err := client.Dial(ctx, url, client.DialOptions{})
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func run(url, file string, size int64) error {
 }
 
 // alice sends the digest and the file, then checks Bob's digest.
-func alice(ctx context.Context, sess *channel.Session, open func() (io.ReadCloser, error), sum []byte) error {
+func alice(ctx context.Context, sess *client.Session, open func() (io.ReadCloser, error), sum []byte) error {
 	conn, err := connect(ctx, sess, "alice", "bob")
 	if err != nil {
 		return err
@@ -132,7 +132,7 @@ func alice(ctx context.Context, sess *channel.Session, open func() (io.ReadClose
 }
 
 // bob receives the digest and the file, checks it and sends his digest.
-func bob(ctx context.Context, sess *channel.Session) error {
+func bob(ctx context.Context, sess *client.Session) error {
 	conn, err := connect(ctx, sess, "bob", "alice")
 	if err != nil {
 		return err
@@ -160,7 +160,7 @@ func bob(ctx context.Context, sess *channel.Session) error {
 }
 
 // connect opens the relay stream; it returns once the peer has arrived.
-func connect(ctx context.Context, sess *channel.Session, local, remote string) (*channel.RelayConn, error) {
+func connect(ctx context.Context, sess *client.Session, local, remote string) (*client.RelayConn, error) {
 	conn, err := sess.Relay(ctx, "file-transfer", local, remote)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", local, err)

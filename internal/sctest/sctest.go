@@ -14,13 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 )
 
 // Server is a real server on 127.0.0.1.
 type Server struct {
-	*channel.Handler
+	*server.Handler
 	// URL is the channel's ws:// address.
 	URL string
 	// HTTPURL is the server's http:// base address.
@@ -31,14 +34,14 @@ type Server struct {
 
 // Options configure NewServer.
 type Options struct {
-	Channel channel.Config
+	Channel server.Config
 	// Echo configures the echo endpoint. Its publish budget is off unless
 	// PublishRate is set: most tests write far faster than a budget meant
 	// for signalling allows.
 	Echo   endpoints.EchoConfig
 	NoEcho bool
 	// Register adds more endpoints before the server starts.
-	Register func(*channel.Handler)
+	Register func(*server.Handler)
 	// ReadHeaderTimeout bounds the HTTP request line and headers, as the
 	// server binary does; 0 leaves it unbounded.
 	ReadHeaderTimeout time.Duration
@@ -59,7 +62,7 @@ func NewServer(t testing.TB, o Options) *Server {
 	if o.Echo.PublishRate == 0 {
 		o.Echo.PublishRate = -1
 	}
-	h, err := channel.NewHandler(o.Channel)
+	h, err := server.NewHandler(o.Channel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +91,11 @@ func NewServer(t testing.TB, o Options) *Server {
 }
 
 // Dial connects a client session that is closed when the test ends.
-func Dial(t testing.TB, url string) *channel.Session {
+func Dial(t testing.TB, url string) *client.Session {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := channel.Dial(ctx, url, channel.DialOptions{})
+	s, err := client.Dial(ctx, url, client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +146,7 @@ func WantCode(t testing.TB, err error, code channel.Code) *channel.Error {
 
 // EchoRoundTrip proves a session still serves: it joins a fresh echo
 // namespace, sends a frame and receives it.
-func EchoRoundTrip(t testing.TB, s *channel.Session) {
+func EchoRoundTrip(t testing.TB, s *client.Session) {
 	t.Helper()
 	e, err := s.Echo(Ctx(t), fmt.Sprintf("roundtrip-%d", time.Now().UnixNano()))
 	if err != nil {

@@ -4,6 +4,7 @@ package localserver
 
 import (
 	"context"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"net"
@@ -20,7 +21,7 @@ import (
 // (its zero value means the defaults).
 func Start(sb endpoints.ScuttlebuttConfig) (url string, stop func(), err error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := channel.NewHandler(channel.Config{Logger: quiet})
+	h, err := server.NewHandler(server.Config{Logger: quiet})
 	if err != nil {
 		return "", nil, err
 	}

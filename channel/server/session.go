@@ -1,0 +1,294 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/signalchannel/signalchannel/auth"
+	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/internal/wsconn"
+	"github.com/signalchannel/signalchannel/channel/mux"
+)
+
+// session is one WebSocket and its yamux session.
+type session struct {
+	h      *Handler
+	id     string
+	remote string
+	log    *slog.Logger
+	conn   *wsconn.Conn
+	mux    *mux.Session
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // stream goroutines
+	local  net.Addr
+	peer   net.Addr
+
+	active       atomic.Int64 // streams counted against MaxStreams
+	rejecting    atomic.Int64 // over-limit streams being answered
+	pings        rateMeter
+	opens        rateMeter
+	headerErrors atomic.Int64
+	claims       *auth.Claims // nil on an open server
+	expiry       *time.Timer  // closes the session when the token expires
+}
+
+func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
+	id := uuid.NewString()
+	log := h.log.With("session", id)
+	conn := wsconn.New(ws, h.cfg.WriteTimeout, false)
+	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn, local: ws.LocalAddr(), peer: ws.RemoteAddr()}
+	s.pings.limit = h.cfg.MaxPingsPerSecond
+	s.opens.limit = h.cfg.MaxStreamOpensPerSecond
+	ws.SetPingHandler(s.wsPing)
+	s.ctx, s.cancel = context.WithCancel(h.ctx)
+	if claims != nil {
+		s.claims = claims
+		s.ctx = auth.NewContext(s.ctx, claims)
+		log = log.With("sub", claims.Subject)
+		s.log = log
+	}
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		conn.SetCloseStatus(channel.CloseGoingAway, "server is shutting down")
+		conn.Close()
+		s.cancel()
+		return nil
+	}
+	// The session is registered before its multiplexer starts, so that
+	// Shutdown and Drain see every session that may open streams.
+	s.mux = mux.New(conn, mux.Config{
+		KeepAlive:    h.cfg.KeepAliveInterval,
+		PingTimeout:  h.cfg.WriteTimeout,
+		CloseTimeout: h.cfg.StreamCloseTimeout,
+		OnPing:       s.pings.allow,
+		OnStream:     s.accept,
+	})
+	h.sessions[s] = struct{}{}
+	h.mu.Unlock()
+	if claims != nil { // stopped by serve when the session ends
+		s.expiry = time.AfterFunc(time.Until(claims.ValidUntil), func() {
+			s.log.Info("closing session: token expired")
+			s.close(channel.CloseUnauthorized, "token expired")
+		})
+	}
+	h.nSessions.Add(1)
+	h.nSessionsTotal.Add(1)
+	log.Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
+	return s
+}
+
+// wsPing answers a WebSocket ping with a pong, as gorilla's default
+// handler does, within the session's budget of pings, which yamux pings
+// share: past it the session is closed with 4400, as for yamux pings. It
+// runs in the read loop; the loop goes on reading (pings go unanswered)
+// until the client's close message or the close linger.
+func (s *session) wsPing(data string) error {
+	if s.mux.Closed() {
+		return nil
+	}
+	if !s.pings.allow() {
+		s.log.Info("closing session: WebSocket ping flood")
+		s.close(channel.CloseProtocolError, "too many pings (WebSocket and yamux)")
+		return nil
+	}
+	err := s.conn.WS.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.h.cfg.WriteTimeout))
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
+}
+
+func (s *session) close(code int, reason string) {
+	s.conn.SetCloseStatus(code, reason)
+	s.mux.Close()
+}
+
+// serve runs the session's read loop until the session ends, then waits for
+// its streams.
+func (s *session) serve() {
+	defer func() {
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
+		s.mux.Close()
+		s.cancel()
+		s.wg.Wait()
+		s.h.mu.Lock()
+		delete(s.h.sessions, s)
+		s.h.mu.Unlock()
+		s.h.nSessions.Add(-1)
+		code, reason := s.conn.CloseStatus()
+		s.h.countClose(code)
+		s.log.Info("session closed", "code", code, "reason", reason)
+	}()
+	s.mux.Run()
+}
+
+// accept starts serving a stream the client opened; it runs in the read
+// loop, so it never blocks for long.
+func (s *session) accept(ms *mux.Stream) {
+	st := newStream(ms, s.local, s.peer)
+	st.onReject = s.h.countReject
+	var refuse *channel.Error
+	switch {
+	case s.active.Load() >= int64(s.h.cfg.MaxStreams):
+		refuse = channel.Errorf(channel.CodeLimit, "streams per session limit (%d) reached", s.h.cfg.MaxStreams)
+	case !s.opens.allow():
+		refuse = channel.Errorf(channel.CodeLimit, "stream opens per second limit (%d) reached", s.h.cfg.MaxStreamOpensPerSecond)
+	}
+	if refuse != nil {
+		if s.rejecting.Load() >= int64(s.h.cfg.MaxStreams) {
+			// A client that keeps opening streams while as many
+			// refusals are still in flight is flooding.
+			st.Reset()
+			s.log.Warn("closing session: stream flood", "refusing", s.rejecting.Load())
+			s.close(channel.CloseLimit, fmt.Sprintf("stream flood: more than %d streams refused at once", s.h.cfg.MaxStreams))
+			return
+		}
+		s.rejecting.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.rejecting.Add(-1)
+			s.finish(st, refuse)
+		}()
+		return
+	}
+	s.active.Add(1)
+	s.wg.Add(1)
+	go s.serveStream(st)
+}
+
+// serveStream reads the header, validates it and runs the endpoint.
+func (s *session) serveStream(st *Stream) {
+	s.h.nStreams.Add(1)
+	inline := false
+	defer func() {
+		if !inline { // else the endpoint's done does it
+			s.streamEnded()
+		}
+	}()
+
+	st.SetReadDeadline(time.Now().Add(s.h.cfg.HeaderTimeout))
+	line, err := st.readLine(channel.MaxHeaderBytes)
+	switch {
+	case err == nil:
+	case errors.Is(err, channel.ErrLineTooLong):
+		s.finish(st, channel.Errorf(channel.CodeBadHeader, "header longer than %d bytes including the newline", channel.MaxHeaderBytes))
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.finish(st, channel.Errorf(channel.CodeTimeout, "no header line within %s of opening the stream", s.h.cfg.HeaderTimeout))
+		return
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		s.finish(st, channel.Errorf(channel.CodeBadHeader, "stream closed before the header line's newline"))
+		return
+	default: // reset or session gone
+		st.Close()
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+
+	hdr, perr := channel.ParseHeader(line, func(name string) bool { _, ok := s.h.endpoints[name]; return ok })
+	if perr != nil {
+		s.finish(st, perr)
+		return
+	}
+	if c := s.claims; c != nil && !c.Allows(hdr.Endpoint, hdr.Namespace) {
+		s.finish(st, channel.Errorf(channel.CodeForbidden, "the token of %q does not allow %s:%s", channel.Clip(c.Subject), hdr.Endpoint, channel.Clip(hdr.Namespace)))
+		return
+	}
+	if s.h.authorize != nil {
+		if aerr := s.h.authorize(s.ctx, &hdr); aerr != nil {
+			s.finish(st, aerr)
+			return
+		}
+	}
+	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote}
+	n := s.h.byEndpoint[hdr.Endpoint]
+	n.Add(1)
+	st.detached = func() {
+		st.Close()
+		n.Add(-1)
+		s.streamEnded()
+	}
+	s.h.endpoints[hdr.Endpoint].ServeStream(s.ctx, st, req)
+	if st.inline.Load() {
+		inline = true // the stream lives on, read by the session
+		return
+	}
+	n.Add(-1)
+	if !st.replied.Load() {
+		s.finish(st, channel.Errorf(channel.CodeInternal, "the endpoint ended the stream without an answer"))
+		return
+	}
+	if st.rejected.Load() {
+		s.finish(st, nil)
+		return
+	}
+	st.Close()
+}
+
+// streamEnded accounts for a stream the session no longer serves.
+func (s *session) streamEnded() {
+	s.h.nStreams.Add(-1)
+	s.active.Add(-1)
+	s.wg.Done()
+}
+
+// finish answers st with e (unless nil: already answered), half-closes it
+// and discards what the client still sends, until its FIN or the stream
+// close timeout.
+func (s *session) finish(st *Stream, e *channel.Error) {
+	if e != nil {
+		s.log.Debug("stream rejected", "stream", st.ID(), "code", e.Code, "message", e.Message)
+		st.Reject(e)
+		switch e.Code {
+		case channel.CodeBadHeader, channel.CodeUnknownEndpoint, channel.CodeBadNamespace, channel.CodeBadToken:
+			if n := s.headerErrors.Add(1); n > int64(s.h.cfg.MaxHeaderErrors) {
+				s.log.Warn("closing session: too many malformed headers", "count", n)
+				s.close(channel.CloseProtocolError, fmt.Sprintf("more than %d malformed stream headers", s.h.cfg.MaxHeaderErrors))
+				st.Close()
+				return
+			}
+		}
+	}
+	st.CloseWrite()
+	st.SetReadDeadline(time.Now().Add(s.h.cfg.StreamCloseTimeout))
+	io.Copy(io.Discard, st)
+	st.Close()
+}
+
+// rateMeter counts events in the current second against a limit.
+type rateMeter struct {
+	mu     sync.Mutex
+	limit  int
+	second int64
+	count  int
+}
+
+// allow counts one event and reports whether it is within the limit.
+func (p *rateMeter) allow() bool {
+	now := time.Now().Unix()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now != p.second {
+		p.second, p.count = now, 0
+	}
+	p.count++
+	return p.count <= p.limit
+}
