@@ -57,8 +57,6 @@ var (
 	// ErrFrameTooLarge is returned by ReadFrame for a frame longer than the
 	// limit; nothing of the frame has been consumed past its length prefix.
 	ErrFrameTooLarge = errors.New("channel: frame too large")
-	// ErrServerClosed is returned by Handler methods after Shutdown.
-	ErrServerClosed = errors.New("channel: server closed")
 	// ErrBadReply is returned by the client when the server's reply line is
 	// not the JSON object PROTOCOL.md describes.
 	ErrBadReply = errors.New("channel: malformed reply line")

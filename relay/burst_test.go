@@ -29,6 +29,7 @@ var _ relay.Stream = (*pipeStream)(nil)
 
 func (s *pipeStream) CloseWrite() error     { return errors.New("pipeStream: no half-close") }
 func (s *pipeStream) Done() <-chan struct{} { return s.done }
+func (s *pipeStream) PeerClosed() bool      { return false } // no half-close
 
 func (s *pipeStream) Reset() error {
 	s.once.Do(func() { close(s.done) })

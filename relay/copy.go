@@ -84,7 +84,7 @@ func (l *Link) readEnded(src, dst Stream, err error) {
 	switch {
 	case err != io.EOF:
 		l.end(resetError(err))
-	case isDone(src) && !peerClosed(src):
+	case isDone(src) && !src.PeerClosed():
 		// The session ended; that is no half-close.
 		l.end(ErrReset)
 	default:

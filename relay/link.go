@@ -199,13 +199,13 @@ func (l *Link) watch() {
 		case <-aDone:
 			// A stream gone after its FIN still has all it sent to
 			// give: its copy drains it, then half-closes the partner.
-			if !peerClosed(l.a) {
+			if !l.a.PeerClosed() {
 				l.end(ErrReset)
 				return
 			}
 			aDone = nil
 		case <-bDone:
-			if !peerClosed(l.b) {
+			if !l.b.PeerClosed() {
 				l.end(ErrReset)
 				return
 			}

@@ -280,14 +280,6 @@ func (p *Pairer) Stats() Stats {
 	}
 }
 
-// peerClosed reports whether s says its peer half-closed it before it was
-// done: then everything the peer sent can still be read. Streams that cannot
-// tell (no PeerClosed method) never say so.
-func peerClosed(s Stream) bool {
-	pc, ok := s.(interface{ PeerClosed() bool })
-	return ok && pc.PeerClosed()
-}
-
 func isDone(s Stream) bool {
 	select {
 	case <-s.Done():

@@ -23,12 +23,12 @@ type Stream interface {
 	// Done is closed when the stream is reset, by either side, or its
 	// session ends. It should be closed before a Read returns io.EOF because
 	// the session ended, so that the end is not taken for a half-close.
-	//
-	// A stream may also have a method PeerClosed() bool reporting that its
-	// peer half-closed it: then a session that ends afterwards loses
-	// nothing the peer sent, and the pipe delivers it and half-closes the
-	// partner instead of resetting it.
 	Done() <-chan struct{}
+	// PeerClosed reports that the peer half-closed the stream: then a
+	// session that ends afterwards loses nothing the peer sent, and the
+	// pipe delivers it and half-closes the partner instead of resetting
+	// it. A stream that cannot tell returns false.
+	PeerClosed() bool
 	// SetReadDeadline is as net.Conn's: a Read past the deadline fails
 	// with an error that matches os.ErrDeadlineExceeded, and the stream
 	// stays usable. While it runs, a Link sets its own read deadlines.

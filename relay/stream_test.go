@@ -38,6 +38,7 @@ func (s *tcpStream) Read(p []byte) (int, error) {
 func (s *tcpStream) Write(p []byte) (int, error)        { return s.c.Write(p) }
 func (s *tcpStream) CloseWrite() error                  { return s.c.CloseWrite() }
 func (s *tcpStream) Done() <-chan struct{}              { return s.done }
+func (s *tcpStream) PeerClosed() bool                   { return false } // TCP cannot tell
 func (s *tcpStream) SetReadDeadline(t time.Time) error  { return s.c.SetReadDeadline(t) }
 func (s *tcpStream) SetWriteDeadline(t time.Time) error { return s.c.SetWriteDeadline(t) }
 
