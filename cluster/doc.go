@@ -14,10 +14,12 @@
 //   - NewBroker, NewReplicaLink and NewPairer build the three seams on a
 //     Node; hand them to endpoints.EchoConfig.Broker,
 //     endpoints.ScuttlebuttConfig.Link and endpoints.RelayConfig.Pairer.
+//     Node.Join builds all three from the endpoints' limits, and is what
+//     signalchannel.New calls when Config.Cluster is a Node.
 //
 // Stop them in the reverse order: the channel handler (sessions end), the
-// endpoints, then Pairer, ReplicaLink and Broker, then the Node, then the
-// embedded Server.
+// endpoints, then Pairer, ReplicaLink and Broker (signalchannel.Server's
+// Shutdown does all of that), then the Node, then the embedded Server.
 //
 // # Subjects
 //

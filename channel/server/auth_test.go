@@ -82,6 +82,8 @@ func TestAllowPatterns(t *testing.T) {
 		}
 	}
 	_, _, err = s.Open(ctxT(t), channel.Header{Endpoint: "relay", Namespace: "calls", Local: "a", Remote: "b"})
+	wantCode(t, err, channel.CodeForbidden)
+	_, _, err = s.Open(ctxT(t), channel.Header{Endpoint: "custom", Namespace: "calls"})
 	wantCode(t, err, channel.CodeUnknownEndpoint) // checks run in order: not served here
 	if e, err := s.Echo(ctxT(t), "room-2"); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"net"
@@ -14,7 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel"
+	chserver "github.com/signalchannel/signalchannel/channel/server"
+
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/baseline"
 )
@@ -67,37 +68,22 @@ func runLocal(kind string, o localOptions) (*local, error) {
 	)
 	switch kind {
 	case kindSignalchannel:
-		cfg := o.channel
-		cfg.Logger = o.log
-		h, err := chserver.NewHandler(cfg)
-		if err != nil {
-			return nil, err
-		}
 		// Without a publish budget: publishers here write as fast as the
 		// window allows, far past a budget meant for signalling.
-		h.Handle(channel.EndpointEcho, endpoints.NewEcho(endpoints.EchoConfig{Logger: o.log, PublishRate: -1}))
-		rcfg := endpoints.DefaultRelayConfig()
-		rcfg.Logger = o.log
-		rel, err := endpoints.NewRelay(rcfg)
+		srv, err := signalchannel.New(signalchannel.Config{
+			Channel: o.channel,
+			Echo:    endpoints.EchoConfig{PublishRate: -1},
+			Relay:   endpoints.DefaultRelayConfig(),
+			Logger:  o.log,
+		})
 		if err != nil {
 			return nil, err
 		}
-		h.Handle(channel.EndpointRelay, rel)
-		scfg := endpoints.DefaultScuttlebuttConfig()
-		scfg.Logger = o.log
-		sb, err := endpoints.NewScuttlebutt(scfg)
-		if err != nil {
-			rel.Close()
-			return nil, err
-		}
-		h.Handle(channel.EndpointScuttlebutt, sb)
-		mux.Handle("/v1/channel", h)
+		mux.Handle("/v1/channel", srv)
 		shutdown = func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			err := h.Shutdown(ctx)
-			rel.Close()
-			return errors.Join(err, sb.Close())
+			return srv.Shutdown(ctx)
 		}
 	case kindBroadcast:
 		b := baseline.NewBroadcast(baseline.BroadcastConfig{})

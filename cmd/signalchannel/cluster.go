@@ -45,10 +45,9 @@ func (n *natsOptions) validate(maxFrame int) error {
 
 // clusterNode is this server's part of a cluster.
 type clusterNode struct {
-	url     string
-	ns      *cluster.Server // nil when joining an existing NATS
-	node    *cluster.Node
-	closers []func()
+	url  string
+	ns   *cluster.Server // nil when joining an existing NATS
+	node *cluster.Node
 }
 
 // startCluster starts the embedded NATS server if asked and connects the
@@ -97,36 +96,11 @@ func startCluster(n *natsOptions, log *slog.Logger) (*clusterNode, error) {
 	return c, nil
 }
 
-// wire puts the cluster's broker, replica link and pairer in the endpoints'
-// configuration.
-func (c *clusterNode) wire(o *options) error {
-	b := cluster.NewBroker(c.node, cluster.BrokerConfig{MaxNamespaces: o.echo.MaxNamespaces, MaxMembers: o.echo.MaxMembers})
-	c.closers = append(c.closers, func() { b.Close() })
-	o.echo.Broker = b
-	link := cluster.NewReplicaLink(c.node, cluster.ReplicaLinkConfig{})
-	c.closers = append(c.closers, func() { link.Close() })
-	o.sb.Link = link
-	p, err := cluster.NewPairer(c.node, cluster.PairerConfig{
-		PairTimeout: o.relay.PairTimeout,
-		MaxWaiting:  o.relay.MaxWaiting,
-		MaxPairs:    o.relay.MaxPairs,
-		Limits:      o.relay.Limits,
-	})
-	if err != nil {
-		return err
-	}
-	c.closers = append(c.closers, func() { p.Close() })
-	o.relay.Pairer = p
-	return nil
-}
-
-// close stops what startCluster and wire started, last first.
+// close stops what startCluster started: the node, then the embedded NATS
+// server.
 func (c *clusterNode) close() {
 	if c == nil {
 		return
-	}
-	for i := len(c.closers) - 1; i >= 0; i-- {
-		c.closers[i]()
 	}
 	c.node.Close()
 	if c.ns != nil {

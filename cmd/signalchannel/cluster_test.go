@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/client"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/signalchannel/signalchannel/channel/client"
 )
 
 // freePorts returns n ports of 127.0.0.1 that were free a moment ago.

@@ -5,13 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/signalchannel/signalchannel/channel/client"
 
 	"go.uber.org/goleak"
 

@@ -1,8 +1,9 @@
 package main
 
 import (
-	"github.com/signalchannel/signalchannel/channel/server"
 	"strconv"
+
+	"github.com/signalchannel/signalchannel/channel/server"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"

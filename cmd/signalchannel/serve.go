@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"net"
@@ -14,12 +13,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/server"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/signalchannel/signalchannel"
 	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
-	"github.com/signalchannel/signalchannel/examples/webrtc"
+	"github.com/signalchannel/signalchannel/internal/demo"
 )
 
 // options are the server's settings, one flag each.
@@ -264,47 +266,30 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	if err != nil {
 		return err
 	}
-	o.channel.Logger = log
-	o.echo.Logger = log
-	o.relay.Logger = log
-	o.sb.Logger = log
-
-	h, err := server.NewHandler(o.channel)
-	if err != nil {
-		return err
-	}
-	// The cluster's seams are made before the endpoints, so that they are
-	// closed after them (deferred calls run last first).
+	o.channel.Logger = log // DefaultConfig's is slog.Default()
+	// The cluster's node (and its embedded NATS server) outlives the
+	// server built on it: closed after Shutdown (deferred calls run last
+	// first).
 	cl, err := startCluster(&o.nats, log)
 	if err != nil {
 		return err
 	}
 	defer cl.close()
+	cfg := signalchannel.Config{Channel: o.channel, Echo: o.echo, Relay: o.relay, Scuttlebutt: o.sb, Logger: log}
 	if cl != nil {
-		if err := cl.wire(o); err != nil {
-			return err
-		}
+		cfg.Cluster = cl.node
 		log.Info("cluster joined", "nats", cl.url, "node", cl.node.Name())
 	}
-	echo := endpoints.NewEcho(o.echo)
-	h.Handle(channel.EndpointEcho, echo)
-	rel, err := endpoints.NewRelay(o.relay)
+	sc, err := signalchannel.New(cfg)
 	if err != nil {
 		return err
 	}
-	defer rel.Close() // after the sessions are closed, so clients see 1001
-	h.Handle(channel.EndpointRelay, rel)
-	sb, err := endpoints.NewScuttlebutt(o.sb)
-	if err != nil {
-		return err
-	}
-	defer sb.Close() // after the sessions are closed, like the relay
-	h.Handle(channel.EndpointScuttlebutt, sb)
+	h := sc.Handler()
 
 	var shuttingDown atomic.Bool
 	mux := http.NewServeMux()
-	mux.Handle("/v1/channel", h)
-	reg := newRegistry(&metrics{h: h, echo: echo, relay: rel, sb: sb})
+	mux.Handle("/v1/channel", sc)
+	reg := newRegistry(&metrics{h: h, echo: sc.Echo(), relay: sc.Relay(), sb: sc.Scuttlebutt()})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -322,7 +307,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	})
 
 	if o.demo {
-		mux.Handle(webrtc.Prefix, webrtc.Handler())
+		mux.Handle(demo.Prefix, demo.Handler())
 	}
 
 	if o.pprofListen != "" {
@@ -364,7 +349,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	if o.drainTimeout > 0 {
 		log.Info("draining", "timeout", o.drainTimeout.String(), "streams", h.Stats().Streams)
 		dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
-		if err := h.Drain(dctx); err != nil {
+		if err := sc.Drain(dctx); err != nil {
 			log.Info("drain deadline passed", "streams", h.Stats().Streams)
 		}
 		cancel()
@@ -372,9 +357,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	log.Info("shutting down", "timeout", o.shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
-	// Stop accepting and finish plain HTTP requests; sessions are hijacked
-	// connections, which the channel handler closes with 1001.
-	herr := h.Shutdown(sctx)
+	// Sessions are hijacked connections, which the server closes with 1001
+	// before it stops the endpoints; then the HTTP server finishes plain
+	// requests.
+	herr := sc.Shutdown(sctx)
 	serr := srv.Shutdown(sctx)
 	<-errc
 	if herr != nil || (serr != nil && !errors.Is(serr, http.ErrServerClosed)) {

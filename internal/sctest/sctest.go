@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel"
 	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/channel/server"
 
@@ -21,14 +22,17 @@ import (
 	"github.com/signalchannel/signalchannel/endpoints"
 )
 
-// Server is a real server on 127.0.0.1.
+// Server is a real server on 127.0.0.1, built as the binary builds it
+// (signalchannel.New): the echo, scuttlebutt and relay endpoints.
 type Server struct {
 	*server.Handler
+	// Server is the assembled server.
+	Server *signalchannel.Server
 	// URL is the channel's ws:// address.
 	URL string
 	// HTTPURL is the server's http:// base address.
 	HTTPURL string
-	// Echo is the echo endpoint, registered unless Options.NoEcho.
+	// Echo is the echo endpoint.
 	Echo *endpoints.Echo
 }
 
@@ -38,9 +42,9 @@ type Options struct {
 	// Echo configures the echo endpoint. Its publish budget is off unless
 	// PublishRate is set: most tests write far faster than a budget meant
 	// for signalling allows.
-	Echo   endpoints.EchoConfig
-	NoEcho bool
-	// Register adds more endpoints before the server starts.
+	Echo endpoints.EchoConfig
+	// Register adds more endpoints before the server starts, or replaces
+	// the built-in ones.
 	Register func(*server.Handler)
 	// ReadHeaderTimeout bounds the HTTP request line and headers, as the
 	// server binary does; 0 leaves it unbounded.
@@ -56,21 +60,15 @@ func NewServer(t testing.TB, o Options) *Server {
 	if o.Channel.Logger == nil {
 		o.Channel.Logger = QuietLogger()
 	}
-	if o.Echo.Logger == nil {
-		o.Echo.Logger = o.Channel.Logger
-	}
 	if o.Echo.PublishRate == 0 {
 		o.Echo.PublishRate = -1
 	}
-	h, err := server.NewHandler(o.Channel)
+	sc, err := signalchannel.New(signalchannel.Config{Channel: o.Channel, Echo: o.Echo, Logger: o.Channel.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Handler: h}
-	if !o.NoEcho {
-		s.Echo = endpoints.NewEcho(o.Echo)
-		h.Handle(channel.EndpointEcho, s.Echo)
-	}
+	h := sc.Handler()
+	s := &Server{Handler: h, Server: sc, Echo: sc.Echo()}
 	if o.Register != nil {
 		o.Register(h)
 	}
@@ -82,7 +80,7 @@ func NewServer(t testing.TB, o Options) *Server {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := h.Shutdown(ctx); err != nil {
+		if err := sc.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 		srv.Close()

@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/signalchannel/signalchannel/examples/webrtc"
+	"github.com/signalchannel/signalchannel/internal/demo"
 )
 
 func main() {
@@ -41,13 +41,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	mux := http.NewServeMux()
-	mux.Handle(webrtc.Prefix, webrtc.Handler())
+	mux.Handle(demo.Prefix, demo.Handler())
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("listening", "addr", ln.Addr().String(), "page", "http://"+ln.Addr().String()+webrtc.Prefix)
+	log.Info("listening", "addr", ln.Addr().String(), "page", "http://"+ln.Addr().String()+demo.Prefix)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

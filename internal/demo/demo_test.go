@@ -1,4 +1,4 @@
-package webrtc_test
+package demo_test
 
 import (
 	"io"
@@ -8,14 +8,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/signalchannel/signalchannel/examples/webrtc"
+	"github.com/signalchannel/signalchannel/internal/demo"
 )
 
 // newServer mounts the demo as a server does: at /demo/ of a mux.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle("/demo/", webrtc.Handler())
+	mux.Handle("/demo/", demo.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "other", http.StatusTeapot) })
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -1,4 +1,4 @@
-// Package webrtc is the browser demo of signalchannel: two pages find each
+// Package demo is the browser demo of signalchannel: two pages find each
 // other by presence (a scuttlebutt namespace), exchange offer, answer and
 // ICE candidates over a relay stream, and open an RTCPeerConnection data
 // channel; when no direct connection forms within a few seconds, their
@@ -6,10 +6,10 @@
 // is in use.
 //
 // Handler serves the page and the JavaScript client. A server mounts it
-// with mux.Handle("/demo/", webrtc.Handler()); the page connects to the
+// with mux.Handle("/demo/", demo.Handler()); the page connects to the
 // channel at /v1/channel on the same host unless its URL names another with
 // ?server=ws://host:port/v1/channel.
-package webrtc
+package demo
 
 import (
 	"embed"
