@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/signalchannel/signalchannel/channel/mux"
 )
 

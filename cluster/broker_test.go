@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/signalchannel/signalchannel/channel/client"
-
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )

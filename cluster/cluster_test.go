@@ -9,11 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/server"
-
 	"go.uber.org/goleak"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 	"github.com/signalchannel/signalchannel/relay"

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/client"
-
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 	"github.com/signalchannel/signalchannel/relay"
 )

@@ -3,7 +3,6 @@ package endpoints
 import (
 	"context"
 	"errors"
-	"github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/server"
 )
 
 // EchoConfig tunes the echo endpoint. Zero fields mean the default.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 

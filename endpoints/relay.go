@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/server"
 	"log/slog"
 	"time"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/relay"
 )
 

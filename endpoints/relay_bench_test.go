@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/signalchannel/signalchannel/channel/client"
-
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )

@@ -18,10 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/channel/server"
-
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 	"github.com/signalchannel/signalchannel/model"

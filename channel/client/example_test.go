@@ -8,10 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/channel/server"
-
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )

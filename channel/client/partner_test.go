@@ -15,12 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/client"
-
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/yamux"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 

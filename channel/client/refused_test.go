@@ -8,13 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/client"
-	"github.com/signalchannel/signalchannel/channel/server"
-	"github.com/signalchannel/signalchannel/internal/sctest"
-
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
+	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
 // A session the server refuses after the upgrade (4429, 4401) reports the

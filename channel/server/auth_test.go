@@ -7,11 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/client"
-
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 

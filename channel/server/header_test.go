@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/channel/server"
-
-	"github.com/signalchannel/signalchannel/channel"
 )
 
 // TestHeaderErrors drives every header error of PROTOCOL.md section 2 over

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 

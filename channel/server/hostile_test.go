@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 

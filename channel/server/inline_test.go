@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/channel/server"
-
-	"github.com/signalchannel/signalchannel/channel"
 )
 
 // inlineSink is an endpoint that reads its streams inline and keeps what

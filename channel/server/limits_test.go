@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/client"
-	"github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
 )
 
 // A session that sends more malformed headers than its budget is closed

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/internal/sctest"

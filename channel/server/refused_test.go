@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/internal/sctest"

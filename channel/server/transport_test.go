@@ -12,14 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/client"
-	"github.com/signalchannel/signalchannel/channel/server"
-	"github.com/signalchannel/signalchannel/internal/sctest"
-
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/yamux"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
+	"github.com/signalchannel/signalchannel/internal/sctest"
 )
 
 func rawDial(t testing.TB, url string, hdr http.Header, subprotocols ...string) *websocket.Conn {

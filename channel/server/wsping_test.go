@@ -6,11 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/server"
 )
 
 // WebSocket pings are answered within the session's ping budget, which

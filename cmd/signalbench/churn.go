@@ -4,11 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/signalchannel/signalchannel/channel/client"
 )
 
 // churnParams are the churn scenario's own flags.

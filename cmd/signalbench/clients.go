@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/client"
 	"net"
 	"os"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/internal/baseline"
 )
 

@@ -6,14 +6,15 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/client"
-	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/signalchannel/signalchannel/channel/client"
+	chserver "github.com/signalchannel/signalchannel/channel/server"
 )
 
 // idleParams are the idle scenario's own flags.

@@ -15,7 +15,6 @@ import (
 
 	"github.com/signalchannel/signalchannel"
 	chserver "github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/baseline"
 )

@@ -4,10 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"io"
 	"log/slog"
 	"os"
+
+	chserver "github.com/signalchannel/signalchannel/channel/server"
 )
 
 // runServer is the server subcommand: it runs one server in this process

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	chserver "github.com/signalchannel/signalchannel/channel/server"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	chserver "github.com/signalchannel/signalchannel/channel/server"
 )
 
 // Ways to get a server to measure.

@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/client"
-
 	"go.uber.org/goleak"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/client"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

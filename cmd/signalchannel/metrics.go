@@ -3,11 +3,10 @@ package main
 import (
 	"strconv"
 
-	"github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/endpoints"
 )
 

@@ -13,13 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/signalchannel/signalchannel/channel/server"
-
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/signalchannel/signalchannel"
 	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/internal/demo"
 )

@@ -18,12 +18,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/client"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 	"github.com/signalchannel/signalchannel/model"

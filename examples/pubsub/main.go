@@ -13,13 +13,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"log"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 )

@@ -19,13 +19,13 @@ import (
 	"crypto/sha256"
 	"flag"
 	"fmt"
-	"github.com/signalchannel/signalchannel/channel/client"
 	"io"
 	"log"
 	"math/rand/v2"
 	"os"
 	"time"
 
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/endpoints"
 	"github.com/signalchannel/signalchannel/examples/internal/localserver"
 )

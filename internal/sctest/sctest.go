@@ -15,10 +15,9 @@ import (
 	"time"
 
 	"github.com/signalchannel/signalchannel"
+	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/channel/server"
-
-	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/endpoints"
 )
 
