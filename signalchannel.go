@@ -2,8 +2,9 @@
 // Handler (package channel/server) with the echo, scuttlebutt and relay
 // endpoints (package endpoints), joined to other servers over NATS when
 // given a cluster (package cluster), and the order in which it all
-// shuts down. The binary, the load tool, the examples and the tests all
-// build their servers with New.
+// shuts down. The binary, the load tool, the examples and the test
+// helper (internal/sctest) build their servers with New; the cluster's own
+// tests wire its seams by hand, to test each one.
 //
 //	srv, err := signalchannel.New(signalchannel.Config{})
 //	if err != nil { ... }
