@@ -2,6 +2,7 @@ package auth
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -16,6 +17,14 @@ type Grant struct {
 	// Pattern). Each must parse; an empty list mints a token that opens no
 	// stream.
 	Allow []string
+	// Own becomes own: "endpoint:namespace-pattern" entries naming where
+	// the peer may write only its own keys (PROTOCOL.md section 9). Each
+	// must parse. Default: no own claim.
+	Own []string
+	// Meta becomes meta: public peer metadata the server hands to others
+	// with the peer id, such as a display name. It must marshal to a JSON
+	// object of at most MaxMetaBytes. Default: no meta claim.
+	Meta any
 	// TTL is how long the token lives: exp is IssuedAt+TTL, cut to whole
 	// seconds. Required, positive.
 	TTL time.Duration
@@ -56,6 +65,25 @@ func Mint(key any, g Grant) (string, error) {
 			return "", fmt.Errorf("%w: %w", ErrBadGrant, err)
 		}
 	}
+	if msg := CheckSubject(g.Subject); msg != "" {
+		return "", fmt.Errorf("%w: Subject %s", ErrBadGrant, msg)
+	}
+	for _, s := range g.Own {
+		if _, err := ParsePattern(s); err != nil {
+			return "", fmt.Errorf("%w: own: %w", ErrBadGrant, err)
+		}
+	}
+	var meta json.RawMessage
+	if g.Meta != nil {
+		b, err := json.Marshal(g.Meta)
+		if err != nil || len(b) == 0 || b[0] != '{' {
+			return "", fmt.Errorf("%w: Meta must marshal to a JSON object", ErrBadGrant)
+		}
+		if len(b) > MaxMetaBytes {
+			return "", fmt.Errorf("%w: Meta longer than %d bytes as JSON", ErrBadGrant, MaxMetaBytes)
+		}
+		meta = b
+	}
 	iat := g.IssuedAt
 	if iat.IsZero() {
 		iat = time.Now()
@@ -67,6 +95,8 @@ func Mint(key any, g Grant) (string, error) {
 			ExpiresAt: &jwt.NumericDate{Time: iat.Add(g.TTL).Truncate(time.Second)},
 		},
 		Allow: append([]string{}, g.Allow...), // [] rather than null
+		Own:   g.Own,
+		Meta:  meta,
 	}
 	if !g.NotBefore.IsZero() {
 		c.NotBefore = &jwt.NumericDate{Time: g.NotBefore.Truncate(time.Second)}
@@ -81,5 +111,7 @@ func Mint(key any, g Grant) (string, error) {
 // mintClaims is the payload Mint signs.
 type mintClaims struct {
 	jwt.RegisteredClaims
-	Allow []string `json:"allow"`
+	Allow []string        `json:"allow"`
+	Own   []string        `json:"own,omitempty"`
+	Meta  json.RawMessage `json:"meta,omitempty"`
 }

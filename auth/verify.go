@@ -133,6 +133,9 @@ func (v *Verifier) claims(wc *wireClaims) (*Claims, error) {
 	if err := json.Unmarshal(raw, &c.Subject); err != nil || raw[0] != '"' || c.Subject == "" {
 		return nil, invalid(`claim "sub" must be a non-empty string`, err)
 	}
+	if msg := CheckSubject(c.Subject); msg != "" {
+		return nil, invalid(`claim "sub" `+msg, nil)
+	}
 	raw, ok = wc.m["allow"]
 	if !ok {
 		return nil, invalid(`no "allow" claim`, nil)
@@ -154,6 +157,24 @@ func (v *Verifier) claims(wc *wireClaims) (*Claims, error) {
 		}
 		c.patterns[i] = p
 	}
+	if raw, ok = wc.m["own"]; ok {
+		if c.Own, c.own, ok = patterns(raw); !ok {
+			return nil, invalid(`claim "own" must be an array of endpoint:namespace-pattern strings`, nil)
+		}
+	}
+	if raw, ok = wc.m["meta"]; ok {
+		if len(raw) == 0 || raw[0] != '{' {
+			return nil, invalid(`claim "meta" must be a JSON object`, nil)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			return nil, invalid(`claim "meta" must be a JSON object`, err)
+		}
+		if b.Len() > MaxMetaBytes {
+			return nil, invalid(fmt.Sprintf(`claim "meta" longer than %d bytes as compact JSON`, MaxMetaBytes), nil)
+		}
+		c.Meta = b.Bytes()
+	}
 	// The parser already decoded and checked these; errors are impossible.
 	exp, _ := wc.GetExpirationTime()
 	c.ExpiresAt = exp.Time
@@ -165,6 +186,50 @@ func (v *Verifier) claims(wc *wireClaims) (*Claims, error) {
 		c.IssuedAt = iat.Time
 	}
 	return c, nil
+}
+
+// patterns parses a claim that is an array of endpoint:namespace-pattern
+// strings.
+func patterns(raw json.RawMessage) ([]string, []Pattern, bool) {
+	var entries []string
+	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &entries) != nil {
+		return nil, nil, false
+	}
+	ps := make([]Pattern, len(entries))
+	for i, e := range entries {
+		p, err := ParsePattern(e)
+		if err != nil {
+			return nil, nil, false
+		}
+		ps[i] = p
+	}
+	return entries, ps, true
+}
+
+// MaxSubjectBytes is the longest sub a token may carry: a peer id must fit
+// a relay token (PROTOCOL.md section 2).
+const MaxSubjectBytes = 128
+
+// MaxMetaBytes is the largest meta claim, as compact JSON.
+const MaxMetaBytes = 1024
+
+// CheckSubject applies the rules of a peer id to a token's sub: at most
+// MaxSubjectBytes, no control characters, no "/" (the separator between a
+// peer id and the rest of a key or relay token it owns, so that no id is a
+// prefix of another's keys). It returns what is wrong, or "".
+func CheckSubject(sub string) string {
+	if len(sub) > MaxSubjectBytes {
+		return fmt.Sprintf("longer than %d bytes", MaxSubjectBytes)
+	}
+	for i := 0; i < len(sub); i++ {
+		switch c := sub[i]; {
+		case c < 0x20 || c == 0x7f:
+			return fmt.Sprintf("has control character U+%04X at byte %d", c, i)
+		case c == '/':
+			return `must not contain "/" (it separates a peer id from the rest of the keys the peer owns)`
+		}
+	}
+	return ""
 }
 
 // claimError is a registered claim of the wrong type or range.

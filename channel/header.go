@@ -41,6 +41,8 @@ type Header struct {
 	// Ephemeral asks the scuttlebutt endpoint to delete the stream's keys
 	// when the stream closes.
 	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Token is a fresh credential for the session (session endpoint only).
+	Token string `json:"token,omitempty"`
 
 	Raw json.RawMessage `json:"-"`
 }
@@ -52,6 +54,9 @@ type wireHeader struct {
 	Local     *string `json:"local"`
 	Remote    *string `json:"remote"`
 	Ephemeral *bool   `json:"ephemeral"`
+	// Token is decoded for the session endpoint only: elsewhere it is an
+	// unknown field, ignored.
+	Token json.RawMessage `json:"token"`
 }
 
 // ParseHeader parses and validates one header line (without its newline)
@@ -83,6 +88,21 @@ func ParseHeader(line []byte, knownEndpoint func(string) bool) (Header, *Error) 
 	if w.Endpoint == nil {
 		return h, Errorf(CodeBadHeader, "header has no \"endpoint\" field")
 	}
+	if *w.Endpoint == EndpointSession {
+		// The session endpoint names no namespace: it speaks of the
+		// session itself.
+		h.Endpoint = EndpointSession
+		if w.Token != nil {
+			if w.Token[0] != '"' || json.Unmarshal(w.Token, &h.Token) != nil {
+				return h, Errorf(CodeBadHeader, "header field \"token\" must be a JSON string")
+			}
+			if h.Token == "" {
+				return h, Errorf(CodeBadHeader, "header field \"token\" is empty")
+			}
+		}
+		h.Raw = append(json.RawMessage(nil), trimmed...)
+		return h, nil
+	}
 	if w.Namespace == nil {
 		return h, Errorf(CodeBadHeader, "header has no \"namespace\" field")
 	}
@@ -92,7 +112,7 @@ func ParseHeader(line []byte, knownEndpoint func(string) bool) (Header, *Error) 
 		known = isProtocolEndpoint
 	}
 	if !known(h.Endpoint) {
-		return h, Errorf(CodeUnknownEndpoint, "unknown endpoint %q: use \"echo\", \"scuttlebutt\" or \"relay\"", Clip(h.Endpoint))
+		return h, Errorf(CodeUnknownEndpoint, "unknown endpoint %q: use \"echo\", \"scuttlebutt\", \"relay\" or \"session\"", Clip(h.Endpoint))
 	}
 	if msg := checkName("namespace", h.Namespace, MaxNamespaceBytes); msg != "" {
 		return h, Errorf(CodeBadNamespace, "%s", msg)
@@ -202,9 +222,12 @@ type Reply struct {
 	OK bool `json:"ok"`
 	// MaxFrame is the echo endpoint's largest frame.
 	MaxFrame int `json:"maxFrame,omitempty"`
-	// ID and MaxAge come from the scuttlebutt endpoint.
-	ID     string `json:"id,omitempty"`
-	MaxAge int64  `json:"maxAge,omitempty"`
+	// ID and MaxAge come from the scuttlebutt endpoint (the replica id);
+	// ID, Meta and Exp from the session endpoint (the peer id).
+	ID     string          `json:"id,omitempty"`
+	Meta   json.RawMessage `json:"meta,omitempty"`
+	Exp    int64           `json:"exp,omitempty"`
+	MaxAge int64           `json:"maxAge,omitempty"`
 	// Open and Limit come from the relay endpoint once paired.
 	Open  bool        `json:"open,omitempty"`
 	Limit *RelayLimit `json:"limit,omitempty"`

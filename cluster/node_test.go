@@ -24,7 +24,7 @@ func ephemeralReplica(t testing.TB, n *testNode, ns string) *client.Replica {
 		lk := n.link.get(ns)
 		lk.mu.Lock()
 		defer lk.mu.Unlock()
-		if lk.localEph[id] == 0 {
+		if lk.localEph[ephKey(id, "")] == 0 {
 			return fmt.Errorf("the endpoint has not announced ephemeral id %q", id)
 		}
 		return nil
@@ -70,7 +70,7 @@ func TestNodeLoss(t *testing.T) {
 		}
 		return nil
 	})
-	waitRemoteEph(t, nodes[0], ns, nodes[2].node.ID(), nodes[2].link.get(ns).localEphIDs()...)
+	waitRemoteEph(t, nodes[0], ns, nodes[2].node.ID(), plainIDs(nodes[2].link.get(ns).localEphIDs())...)
 
 	// Echo: two members on each node.
 	var members, survivors []*echoMember

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,8 +116,8 @@ type linked struct {
 
 	mu        sync.Mutex
 	applying  map[updKey]int                 // updates being applied from other nodes
-	localEph  map[string]int                 // ephemeral streams here, per replica id
-	remoteEph map[string]map[string]struct{} // replica id -> nodes with ephemeral streams of it
+	localEph  map[string]int                 // ephemeral streams here, per ephKey
+	remoteEph map[string]map[string]struct{} // ephKey -> nodes with ephemeral streams of it
 
 	resync    chan struct{} // capacity 1: sync again
 	syncs     atomic.Int32  // syncs completed
@@ -238,11 +239,12 @@ func (l *ReplicaLink) all() []*linked {
 // node, and announces id to the other nodes when it is the first such
 // stream. The scuttlebutt endpoint calls it when such a stream's digest
 // arrives. It does nothing for a namespace that is not linked.
-func (l *ReplicaLink) EphemeralOpen(namespace, id string) {
+func (l *ReplicaLink) EphemeralOpen(namespace, id, owner string) {
 	lk := l.get(namespace)
 	if lk == nil || id == "" {
 		return
 	}
+	id = ephKey(id, owner)
 	lk.mu.Lock()
 	lk.localEph[id]++
 	first := lk.localEph[id] == 1
@@ -255,11 +257,12 @@ func (l *ReplicaLink) EphemeralOpen(namespace, id string) {
 // EphemeralClose undoes one EphemeralOpen: when the last ephemeral stream
 // of id on this node closed, the other nodes are told. The endpoint calls
 // it after it has deleted the stream's keys.
-func (l *ReplicaLink) EphemeralClose(namespace, id string) {
+func (l *ReplicaLink) EphemeralClose(namespace, id, owner string) {
 	lk := l.get(namespace)
 	if lk == nil {
 		return
 	}
+	id = ephKey(id, owner)
 	lk.mu.Lock()
 	c, ok := lk.localEph[id]
 	if !ok {
@@ -274,6 +277,17 @@ func (l *ReplicaLink) EphemeralClose(namespace, id string) {
 	delete(lk.localEph, id)
 	lk.mu.Unlock()
 	lk.announce(ephMsg{Op: "del", IDs: []string{id}})
+}
+
+// ephKey is how the nodes name the ephemeral streams of replica id whose
+// keys belong to owner ("" for any key): the owner, a NUL, then the id. A
+// peer id holds no control character, so the first NUL ends the owner.
+func ephKey(id, owner string) string { return owner + "\x00" + id }
+
+// splitEphKey undoes ephKey.
+func splitEphKey(k string) (id, owner string) {
+	owner, id, _ = strings.Cut(k, "\x00")
+	return id, owner
 }
 
 // ephMsg is the message on <p>.sb.<ns>.e: replica ids with ephemeral
@@ -376,9 +390,10 @@ func (lk *linked) peerGone(node string) {
 		}
 	}
 	lk.mu.Unlock()
-	for _, id := range orphans {
-		if k := lk.m.DeleteSource(id); k > 0 {
-			lk.l.log.Info("ephemeral keys of a gone node deleted", "namespace", lk.ns, "peer", node, "source", id, "keys", k)
+	for _, ek := range orphans {
+		id, owner := splitEphKey(ek)
+		if k := lk.m.DeleteSourceOf(id, owner); k > 0 {
+			lk.l.log.Info("ephemeral keys of a gone node deleted", "namespace", lk.ns, "peer", node, "source", id, "owner", owner, "keys", k)
 		}
 	}
 }

@@ -184,12 +184,12 @@ func TestReplicaEphemeralAnnouncements(t *testing.T) {
 	replica(t, nodes[0].srv.URL, ns, false)
 	replica(t, nodes[1].srv.URL, ns, false)
 	waitLinked(t, nodes, ns)
-	nodes[0].link.EphemeralOpen(ns, "client-a")
-	nodes[0].link.EphemeralOpen(ns, "client-a")
-	nodes[0].link.EphemeralOpen(ns, "client-b")
+	nodes[0].link.EphemeralOpen(ns, "client-a", "")
+	nodes[0].link.EphemeralOpen(ns, "client-a", "")
+	nodes[0].link.EphemeralOpen(ns, "client-b", "")
 	waitRemoteEph(t, nodes[1], ns, nodes[0].node.ID(), "client-a", "client-b")
-	nodes[0].link.EphemeralClose(ns, "client-a")
-	nodes[0].link.EphemeralClose(ns, "client-b")
+	nodes[0].link.EphemeralClose(ns, "client-a", "")
+	nodes[0].link.EphemeralClose(ns, "client-b", "")
 	waitRemoteEph(t, nodes[1], ns, nodes[0].node.ID(), "client-a")
 
 	// A node that links the namespace later learns the ids from the sync.
@@ -212,6 +212,16 @@ func waitLinked(t testing.TB, nodes []*testNode, ns string) {
 	})
 }
 
+// plainIDs returns the replica ids of ephemeral keys (ephKey), sorted.
+func plainIDs(keys []string) []string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i], _ = splitEphKey(k)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // waitRemoteEph waits until n knows exactly ids as node's ephemeral ids.
 func waitRemoteEph(t testing.TB, n *testNode, ns, node string, ids ...string) {
 	t.Helper()
@@ -222,8 +232,9 @@ func waitRemoteEph(t testing.TB, n *testNode, ns, node string, ids ...string) {
 		}
 		lk.mu.Lock()
 		var got []string
-		for id, nodes := range lk.remoteEph {
+		for k, nodes := range lk.remoteEph {
 			if _, ok := nodes[node]; ok {
+				id, _ := splitEphKey(k)
 				got = append(got, id)
 			}
 		}

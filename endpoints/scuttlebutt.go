@@ -177,9 +177,13 @@ type ReplicaLink interface {
 // server leaves a cluster the others delete those ids' keys. Open is called
 // when an ephemeral stream's digest arrives, Close once when that stream has
 // ended and its keys were deleted here. Neither may block.
+//
+// owner is the peer id that owns the stream's keys when ownership applies
+// to it (server.Request.Owner), "" otherwise: when this server leaves, the
+// others delete only the keys from id that owner owns.
 type EphemeralLink interface {
-	EphemeralOpen(namespace, id string)
-	EphemeralClose(namespace, id string)
+	EphemeralOpen(namespace, id, owner string)
+	EphemeralClose(namespace, id, owner string)
 }
 
 // Scuttlebutt is the scuttlebutt endpoint (PROTOCOL.md section 4): one
@@ -217,8 +221,14 @@ type sbNamespace struct {
 	// srcMu guards sources and serialises the deletions of ephemeral
 	// streams' keys with the arrival of new streams' digests.
 	srcMu   sync.Mutex
-	sources map[string]int // open streams per digest id
+	sources map[streamSource]int // open streams per digest id and owner
 }
+
+// streamSource is a stream's digest id and the peer id that owns its keys
+// ("" when ownership does not apply): streams of one id but different
+// owners are counted apart, so that one peer's stream never keeps
+// another's ephemeral keys alive, nor deletes them.
+type streamSource struct{ id, owner string }
 
 // NewScuttlebutt returns the scuttlebutt endpoint and starts the goroutine
 // that drops idle namespaces once their records have expired; Close stops
@@ -347,30 +357,31 @@ func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *server.Stream, req *s
 	// end), without waiting for what is still being written to it, or
 	// after Replicate returns when it ends otherwise.
 	var (
-		source  string
+		source  streamSource
 		release sync.Once
 	)
 	leave := func() {
 		release.Do(func() {
-			if source == "" {
+			if source.id == "" {
 				return
 			}
 			if k := n.dropSource(source, req.Header.Ephemeral); k > 0 {
-				log.Debug("scuttlebutt ephemeral keys deleted", "session", req.SessionID, "namespace", n.name, "source", source, "keys", k)
+				log.Debug("scuttlebutt ephemeral keys deleted", "session", req.SessionID, "namespace", n.name, "source", source.id, "keys", k)
 			}
 			if el, ok := sb.cfg.Link.(EphemeralLink); ok && req.Header.Ephemeral {
-				el.EphemeralClose(n.name, source)
+				el.EphemeralClose(n.name, source.id, source.owner)
 			}
 		})
 	}
 	err = n.m.Replicate(ctx, &endReader{Stream: s, onEnd: leave}, s, model.ReplicateOptions{
 		QueueBytes: sb.cfg.QueueBytes,
+		Owner:      req.Owner,
 		OnDigest: func(id string) {
 			if id != "" {
-				source = id
-				n.addSource(id)
+				source = streamSource{id: id, owner: req.Owner}
+				n.addSource(source)
 				if el, ok := sb.cfg.Link.(EphemeralLink); ok && req.Header.Ephemeral {
-					el.EphemeralOpen(n.name, id)
+					el.EphemeralOpen(n.name, id, req.Owner)
 				}
 			}
 		},
@@ -460,7 +471,7 @@ func (sb *Scuttlebutt) join(name string) (*sbNamespace, error) {
 // newNamespace creates a replica. Called with sb.mu held.
 func (sb *Scuttlebutt) newNamespace(name string) (*sbNamespace, error) {
 	m := model.New(sb.cfg.modelOptions())
-	n := &sbNamespace{name: name, m: m, sources: make(map[string]int)}
+	n := &sbNamespace{name: name, m: m, sources: make(map[streamSource]int)}
 	if sb.cfg.Link != nil {
 		unlink, err := sb.cfg.Link.Link(name, m)
 		if err != nil {
@@ -485,29 +496,30 @@ func (sb *Scuttlebutt) leave(n *sbNamespace) {
 	sb.idle.Add(n.name, n)
 }
 
-// addSource counts an open stream whose digest carried id.
-func (n *sbNamespace) addSource(id string) {
+// addSource counts an open stream whose digest carried src.id.
+func (n *sbNamespace) addSource(src streamSource) {
 	n.srcMu.Lock()
-	n.sources[id]++
+	n.sources[src]++
 	n.srcMu.Unlock()
 }
 
 // dropSource uncounts a stream that closed. When it was the last open
-// stream with that id and its header asked for ephemeral keys, the keys
-// whose current value came from id are deleted; a peer that reconnected
-// with the same id before its old stream closed keeps its keys. It returns
-// how many keys it deleted.
-func (n *sbNamespace) dropSource(id string, ephemeral bool) int {
+// stream with that id and owner and its header asked for ephemeral keys,
+// the keys whose current value came from the id (and, with an owner, that
+// the owner owns) are deleted; a peer that reconnected with the same id
+// before its old stream closed keeps its keys. It returns how many keys it
+// deleted.
+func (n *sbNamespace) dropSource(src streamSource, ephemeral bool) int {
 	n.srcMu.Lock()
 	defer n.srcMu.Unlock()
-	if n.sources[id]--; n.sources[id] > 0 {
+	if n.sources[src]--; n.sources[src] > 0 {
 		return 0
 	}
-	delete(n.sources, id)
+	delete(n.sources, src)
 	if !ephemeral {
 		return 0
 	}
-	return n.m.DeleteSource(id)
+	return n.m.DeleteSourceOf(src.id, src.owner)
 }
 
 // janitor drops idle namespaces whose records have all expired, every

@@ -12,6 +12,9 @@ const (
 	CodeLimit = "limit"
 	// CodeBadLine: a line is not JSON or not a protocol message.
 	CodeBadLine = "bad_line"
+	// CodeForbidden: a stream with an owner wrote a key, or as a source,
+	// that is not its owner's (ReplicateOptions.Owner).
+	CodeForbidden = "forbidden"
 )
 
 // Sentinel errors. A ProtocolError wraps one of the specific ones, and
@@ -37,6 +40,9 @@ var (
 	ErrInvalidMessage = errors.New("model: invalid message")
 	// ErrInvalidKey: a key or source is not valid UTF-8.
 	ErrInvalidKey = errors.New("model: invalid key")
+	// ErrForbidden: a stream with an owner wrote a key its owner does not
+	// own, or used a source that wrote another peer's keys.
+	ErrForbidden = errors.New("model: forbidden")
 
 	// ErrClosed is returned by writes, Subscription.Err and Replicate once the
 	// Model is closed.
@@ -86,6 +92,8 @@ func (e *ProtocolError) Is(target error) bool {
 		return e.Code == CodeLimit
 	case ErrBadLine:
 		return e.Code == CodeBadLine
+	case ErrForbidden:
+		return e.Code == CodeForbidden
 	}
 	return false
 }

@@ -79,6 +79,7 @@ func (m *Model) sweepLocked(now time.Time) int {
 	for src, ts := range m.clock {
 		if src != m.id && m.expired(ts, nowMs) {
 			delete(m.clock, src)
+			delete(m.writers, src)
 		}
 	}
 	return n

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,8 +31,9 @@ type Model struct {
 	records   map[string]*record
 	expiry    recordHeap // every record, oldest first
 	clock     map[string]float64
-	live      int     // records whose value is not null
-	lastLocal float64 // timestamp of the last local write
+	writers   map[string]keyOwner // for each clock entry, whose keys its source wrote
+	live      int                 // records whose value is not null
+	lastLocal float64             // timestamp of the last local write
 	subs      map[subscriber]struct{}
 	closed    bool
 
@@ -79,6 +81,7 @@ func New(opts Options) *Model {
 		maxSkewMs: durationMs(opts.MaxSkew),
 		records:   make(map[string]*record),
 		clock:     make(map[string]float64),
+		writers:   make(map[string]keyOwner),
 		subs:      make(map[subscriber]struct{}),
 		done:      make(chan struct{}),
 	}
@@ -230,6 +233,11 @@ func (m *Model) apply(u Update, origin *stream, local bool) (bool, error) {
 	if m.closed {
 		return false, ErrClosed
 	}
+	if origin != nil && origin.opts.Owner != "" {
+		if err := m.checkOwner(&u, origin.opts.Owner); err != nil {
+			return false, err
+		}
+	}
 	now := m.opts.Now()
 	if !local {
 		nowMs := timeMs(now)
@@ -257,12 +265,73 @@ func (m *Model) apply(u Update, origin *stream, local bool) (bool, error) {
 			return false, protoErr(CodeLimit, ErrLineTooLong, "line longer than %d bytes", m.opts.MaxLineBytes)
 		}
 	}
-	m.clock[u.Source] = max(m.clock[u.Source], u.TS)
+	m.advance(&u)
 	if !wins {
 		return false, nil
 	}
 	m.commit(u, cur, origin)
 	return true, nil
+}
+
+// keyOwner is whose keys a source has written: the owner of the first,
+// until a key of another owner makes it many.
+type keyOwner struct {
+	id   string
+	many bool
+}
+
+// ownerOf returns the peer id that owns key: the key up to its first "/".
+func ownerOf(key string) string {
+	if i := strings.IndexByte(key, '/'); i >= 0 {
+		return key[:i]
+	}
+	return key
+}
+
+// owns reports whether the peer id owns key: key is id, or begins with id
+// and "/".
+func owns(id, key string) bool {
+	return id != "" && strings.HasPrefix(key, id) && (len(key) == len(id) || key[len(id)] == '/')
+}
+
+// checkOwner applies ReplicateOptions.Owner to u. Called with m.mu held.
+func (m *Model) checkOwner(u *Update, owner string) error {
+	if !owns(owner, u.Key) {
+		return protoErr(CodeForbidden, ErrForbidden, "key %s is not yours: %s may write only the key %s and keys that begin with %s",
+			clip(u.Key), clip(owner), clip(owner), clip(owner+"/"))
+	}
+	if u.Source == m.id {
+		return protoErr(CodeForbidden, ErrForbidden, "source %s is the server's replica id", clip(u.Source))
+	}
+	if w, ok := m.writers[u.Source]; ok && (w.many || w.id != owner) {
+		return protoErr(CodeForbidden, ErrForbidden, "source %s has written another peer's keys: use a replica id of your own", clip(u.Source))
+	}
+	return nil
+}
+
+// advance moves the clock of u's source to u's timestamp and notes whose
+// key the source wrote. Called with m.mu held.
+func (m *Model) advance(u *Update) {
+	m.clock[u.Source] = max(m.clock[u.Source], u.TS)
+	o := ownerOf(u.Key)
+	switch w, ok := m.writers[u.Source]; {
+	case !ok:
+		m.writers[u.Source] = keyOwner{id: o}
+	case !w.many && w.id != o:
+		m.writers[u.Source] = keyOwner{many: true}
+	}
+}
+
+// clip shortens a peer-supplied string for an error message, quoted.
+func clip(s string) string {
+	if len(s) > 64 {
+		i := 64
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i] + "..."
+	}
+	return strconv.Quote(s)
 }
 
 // localTS returns the timestamp of a local write at now: now in whole
@@ -292,7 +361,7 @@ func (m *Model) commit(u Update, cur *record, origin *stream) {
 	if u.Source == m.id {
 		m.lastLocal = max(m.lastLocal, u.TS)
 	}
-	m.clock[u.Source] = max(m.clock[u.Source], u.TS)
+	m.advance(&u)
 	if cur != nil && !cur.u.Deleted() {
 		m.live--
 	}
@@ -416,7 +485,14 @@ func sortHistory(h []Update) {
 // whose current value came from source, and returns how many it deleted.
 // The server calls it when an ephemeral stream closes, with the id the
 // stream's digest carried. It returns 0 after Close.
-func (m *Model) DeleteSource(source string) int {
+func (m *Model) DeleteSource(source string) int { return m.DeleteSourceOf(source, "") }
+
+// DeleteSourceOf is DeleteSource limited to the keys the peer id owner
+// owns (see ReplicateOptions.Owner); an empty owner limits nothing. The
+// server calls it when an ephemeral stream with an owner closes, so that a
+// stream that names another peer's source in its digest deletes none of
+// that peer's keys.
+func (m *Model) DeleteSourceOf(source, owner string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -426,7 +502,7 @@ func (m *Model) DeleteSource(source string) int {
 	nowMs := timeMs(now)
 	var keys []string
 	for k, rec := range m.records {
-		if rec.u.Source == source && !rec.u.Deleted() && !m.expired(rec.u.TS, nowMs) {
+		if rec.u.Source == source && !rec.u.Deleted() && !m.expired(rec.u.TS, nowMs) && (owner == "" || owns(owner, k)) {
 			keys = append(keys, k)
 		}
 	}

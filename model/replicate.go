@@ -33,6 +33,14 @@ type ReplicateOptions struct {
 	// measured as the length of their lines. A stream whose queue would grow
 	// past it ends with ErrSlowPeer. Default DefaultQueueBytes (1 MiB).
 	QueueBytes int
+	// Owner, when not empty, lets the peer write only keys Owner owns: the
+	// key Owner and keys that begin with Owner and "/" (PROTOCOL.md section
+	// 9). Each update's source must also be one that has written no other
+	// peer's keys, and not the Model's own id, so that no peer can advance
+	// the clock of another's source. An update that breaks either rule ends
+	// the stream with a ProtocolError of code "forbidden", nothing of it
+	// applied. Default "": the peer may write any key.
+	Owner string
 	// NoEcho, when true, never sends an update back to the stream it came
 	// from. Default false: like npm scuttlebutt, a live update from the peer
 	// is sent back once, and the peer ignores it as stale.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +23,12 @@ import (
 type DialOptions struct {
 	// Token, if set, is sent as "Authorization: Bearer <token>".
 	Token string
+	// TokenFunc, if set, returns a token: the one to dial with when Token
+	// is empty, and a fresh one, for the same sub, that the session
+	// presents in band ahead of its token's expiry (PROTOCOL.md section
+	// 9), so that it is never closed for an expired token. ctx ends when
+	// the session does.
+	TokenFunc func(ctx context.Context) (string, error)
 	// Header holds extra HTTP headers for the WebSocket handshake.
 	Header http.Header
 	// Dialer is the WebSocket dialer; default websocket.DefaultDialer.
@@ -79,14 +86,35 @@ type Session struct {
 	local, remote net.Addr
 	log           *slog.Logger
 	done          chan struct{} // closed by run
+	ctx           context.Context
+	cancel        context.CancelFunc // by run, when the session has ended
 	// Subprotocol is the WebSocket subprotocol the server selected.
 	Subprotocol string
+
+	id        string          // the peer id the server vouches for
+	meta      json.RawMessage // the token's public metadata
+	tokenFunc func(ctx context.Context) (string, error)
+	timeout   time.Duration // bounds a refresh
+
+	refreshMu sync.Mutex
+	exp       time.Time   // the current token's exp; zero without credentials
+	refresher *time.Timer // the next refresh, with a TokenFunc
 }
 
 // Dial connects to a signalchannel server at url (ws:// or wss://, path
-// /v1/channel) and starts the yamux session. It blocks until the WebSocket
-// handshake completes or ctx ends.
+// /v1/channel), starts the yamux session and asks the server who the
+// session is (ID, Meta). It blocks until the server has answered or ctx
+// ends. A session the server refuses at once (4401 for credentials, 4429
+// for a limit) is returned as a *channel.CloseError with the code and the
+// server's reason.
 func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
+	if opts.Token == "" && opts.TokenFunc != nil {
+		tok, err := opts.TokenFunc(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("channel: token for %s: %w", url, err)
+		}
+		opts.Token = tok
+	}
 	d := opts.Dialer
 	if d == nil {
 		d = defaultDialer
@@ -120,7 +148,10 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		remote:      ws.RemoteAddr(),
 		done:        make(chan struct{}),
 		Subprotocol: ws.Subprotocol(),
+		tokenFunc:   opts.TokenFunc,
+		timeout:     opts.WriteTimeout,
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux = mux.New(conn, mux.Config{
 		Client:       true,
 		KeepAlive:    opts.KeepAliveInterval,
@@ -128,7 +159,134 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		CloseTimeout: opts.StreamCloseTimeout,
 	})
 	go s.run()
+	info, err := s.hello(ctx, "")
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.id, s.meta = info.ID, info.Meta
+	s.setExp(info.Exp)
 	return s, nil
+}
+
+// ID returns the session's peer id, which the server vouches for: the sub
+// of its token, or an id the server assigned when it takes no credentials.
+// Relay tokens and scuttlebutt keys the session owns begin with it
+// (PROTOCOL.md section 9).
+func (s *Session) ID() string { return s.id }
+
+// Meta returns the public metadata of the session's token (its meta
+// claim), nil when it has none. It must not be modified.
+func (s *Session) Meta() json.RawMessage { return s.meta }
+
+// Expires returns the expiry of the session's current token, the zero Time
+// on a server without credentials.
+func (s *Session) Expires() time.Time {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	return s.exp
+}
+
+// Refresh presents token, a fresh token for the session's sub, in band:
+// the server moves the session's expiry to the new token's and applies its
+// allow and own claims to streams opened from now on; nothing is
+// interrupted. A token the server does not accept is an *channel.Error
+// (forbidden) and changes nothing; a token for another sub makes the server
+// close the session with 4401, returned as a *channel.CloseError. With
+// DialOptions.TokenFunc the session refreshes by itself.
+func (s *Session) Refresh(ctx context.Context, token string) error {
+	if token == "" {
+		return errors.New("channel: refresh: empty token")
+	}
+	info, err := s.hello(ctx, token)
+	if err != nil {
+		return err
+	}
+	s.setExp(info.Exp)
+	return nil
+}
+
+// sessionHeader is the header of a session endpoint stream.
+type sessionHeader struct {
+	Endpoint string `json:"endpoint"`
+	Token    string `json:"token,omitempty"`
+}
+
+// hello asks the session endpoint who the session is, presenting token if
+// it is not empty. When the server ended the session instead, it returns
+// the *channel.CloseError it sent.
+func (s *Session) hello(ctx context.Context, token string) (channel.Reply, error) {
+	st, reply, err := s.Open(ctx, sessionHeader{Endpoint: channel.EndpointSession, Token: token})
+	if err == nil {
+		// The server's FIN follows the reply once the stream no longer
+		// counts against the session's streams limit.
+		st.CloseWrite()
+		stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Unix(1, 0)) })
+		_, _ = io.Copy(io.Discard, io.LimitReader(st, 1))
+		stop()
+		st.Close()
+		return reply, nil
+	}
+	var perr *channel.Error
+	if errors.As(err, &perr) {
+		return reply, err
+	}
+	// The session may have ended: then its close message says why.
+	select {
+	case <-s.done:
+		if code, reason := s.CloseReason(); code != 0 {
+			return reply, &channel.CloseError{Code: code, Reason: reason}
+		}
+	case <-ctx.Done():
+	}
+	return reply, err
+}
+
+// setExp records the token's expiry exp (seconds since the Unix epoch, 0
+// for none) and, with a TokenFunc, schedules the next refresh: halfway to
+// expiry for a token that lives less than two minutes, a minute before it
+// otherwise.
+func (s *Session) setExp(exp int64) {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	if exp == 0 {
+		s.exp = time.Time{}
+		return
+	}
+	s.exp = time.Unix(exp, 0)
+	if s.tokenFunc == nil || s.ctx.Err() != nil {
+		return
+	}
+	left := time.Until(s.exp)
+	s.schedule(left - min(left/2, time.Minute))
+}
+
+// schedule arms the refresh timer. Called with refreshMu held.
+func (s *Session) schedule(d time.Duration) {
+	if s.refresher != nil {
+		s.refresher.Stop()
+	}
+	s.refresher = time.AfterFunc(max(d, 0), s.autoRefresh)
+}
+
+// autoRefresh gets a token from TokenFunc and presents it. On failure it
+// tries again after a quarter of the time left, while the token lives.
+func (s *Session) autoRefresh() {
+	ctx, cancel := context.WithTimeout(s.ctx, 2*s.timeout)
+	defer cancel()
+	tok, err := s.tokenFunc(ctx)
+	if err == nil {
+		err = s.Refresh(ctx, tok)
+	}
+	if err == nil || s.ctx.Err() != nil {
+		return
+	}
+	s.log.Info("token refresh failed", "err", err)
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	if left := time.Until(s.exp); left > 0 && s.ctx.Err() == nil {
+		s.schedule(max(left/4, 100*time.Millisecond))
+	}
 }
 
 // run is the session's read loop. It closes done once the session has ended
@@ -139,6 +297,12 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 func (s *Session) run() {
 	err := s.mux.Run()
 	s.conn.WS.Close()
+	s.cancel()
+	s.refreshMu.Lock()
+	if s.refresher != nil {
+		s.refresher.Stop()
+	}
+	s.refreshMu.Unlock()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Debug("session ended", "err", err)
 	}

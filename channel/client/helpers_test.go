@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 
+	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 )
@@ -33,4 +35,14 @@ func errorf(format string, args ...any) error { return fmt.Errorf(format, args..
 func readAll(r io.Reader) (string, error) {
 	b, err := io.ReadAll(r)
 	return string(b), err
+}
+
+// mintFor returns a token for sub signed with sctest.TestSecret.
+func mintFor(t testing.TB, sub string, ttl time.Duration, allow ...string) string {
+	t.Helper()
+	tok, err := auth.Mint(sctest.TestSecret, auth.Grant{Subject: sub, Allow: allow, TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -28,7 +27,9 @@ type ReconnectOptions struct {
 	// Dial configures each connection.
 	Dial DialOptions
 	// TokenFunc, if set, is called before every dial, the first one
-	// included, for the token to send in place of Dial.Token. With it, a session the server
+	// included, for the token to send in place of Dial.Token, and by each
+	// session to refresh its token in band ahead of expiry (as
+	// DialOptions.TokenFunc). With it, a session the server
 	// closes with 4401 (a token that expired, say) is dialled again with a
 	// fresh token; without it, 4401 ends the Client (Done, Err), since the
 	// same token would be refused again.
@@ -81,7 +82,10 @@ type Client struct {
 
 // Reconnect dials the first server that answers and returns the Client,
 // which dials again whenever the session ends (Dial gives a one-shot
-// Session). It blocks until one session is open or ctx ends.
+// Session). It blocks until one session is open or ctx ends. When no server
+// answers it returns the errors; when servers refuse the session for now
+// (4429 or 1013 for a limit, 1001 going away, 4401 with a TokenFunc to try
+// another token) it dials again with backoff until ctx ends.
 func Reconnect(ctx context.Context, o ReconnectOptions) (*Client, error) {
 	if len(o.URLs) == 0 {
 		return nil, errors.New("channel: Reconnect needs at least one URL")
@@ -103,10 +107,20 @@ func Reconnect(ctx context.Context, o ReconnectOptions) (*Client, error) {
 		done:     make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	sess, url, err := c.dial(ctx)
-	if err != nil {
-		c.cancel()
-		return nil, err
+	bo := backoff{min: o.MinBackoff, max: o.MaxBackoff}
+	var (
+		sess *Session
+		url  string
+		err  error
+	)
+	for {
+		if sess, url, err = c.dial(ctx); err == nil {
+			break
+		}
+		if !c.refusedForNow(err) || !sleep(ctx, bo.next()) {
+			c.cancel()
+			return nil, err
+		}
 	}
 	c.setSession(sess)
 	if o.OnConnect != nil {
@@ -202,15 +216,29 @@ func (c *Client) dial(ctx context.Context) (*Session, string, error) {
 	return nil, "", errors.Join(errs...)
 }
 
-// dialOne dials url, with a token from TokenFunc if there is one.
+// refusedForNow reports whether err, from dial, holds a refusal that may
+// pass: a server at a limit (4429, 1013) or going away (1001), or refused
+// credentials (4401) when TokenFunc can get others.
+func (c *Client) refusedForNow(err error) bool {
+	var ce *channel.CloseError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	switch ce.Code {
+	case channel.CloseLimit, channel.CloseTryAgainLater, channel.CloseGoingAway:
+		return true
+	case channel.CloseUnauthorized:
+		return c.o.TokenFunc != nil
+	}
+	return false
+}
+
+// dialOne dials url, with a token from TokenFunc if there is one; the
+// session then refreshes its token in band with the same TokenFunc.
 func (c *Client) dialOne(ctx context.Context, url string) (*Session, error) {
 	opts := c.o.Dial
 	if c.o.TokenFunc != nil {
-		tok, err := c.o.TokenFunc(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("channel: token for %s: %w", url, err)
-		}
-		opts.Token = tok
+		opts.Token, opts.TokenFunc = "", c.o.TokenFunc
 	}
 	return Dial(ctx, url, opts)
 }
@@ -272,6 +300,13 @@ func (c *Client) run() {
 				break
 			}
 			if ctx.Err() != nil {
+				return
+			}
+			if ce := (*channel.CloseError)(nil); errors.As(err, &ce) && ce.Code == channel.CloseUnauthorized && c.o.TokenFunc == nil {
+				c.mu.Lock()
+				c.err = ce
+				c.mu.Unlock()
+				c.cancel()
 				return
 			}
 		}

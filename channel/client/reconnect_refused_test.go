@@ -56,7 +56,8 @@ func TestClientStopsOnExpiredToken(t *testing.T) {
 
 // A server that upgrades and then refuses (an expired token from the token
 // callback, a sessions limit) is dialled with backoff, at most 10 times in
-// 10 s, and a client that gets a good token again recovers.
+// 10 s, by a Client that reconnects as by one that has not connected yet,
+// and the client recovers once the server accepts it again.
 func TestClientBacksOffWhenRefused(t *testing.T) {
 	const window = 10 * time.Second
 	t.Run("expired token", func(t *testing.T) {
@@ -69,24 +70,81 @@ func TestClientBacksOffWhenRefused(t *testing.T) {
 			}
 			return sctest.Mint(t, sctest.TestSecret, -time.Minute, "echo:*"), nil
 		}
-		c, dials := connectCounting(t, ts.URL, client.ReconnectOptions{TokenFunc: tokens})
-		checkDials(t, window, dials, func() int64 { return ts.Stats().Closes[channel.CloseUnauthorized] })
-		if err := c.Err(); err != nil {
-			t.Fatalf("the client ended: %v", err)
-		}
-		good.Store(true)
+		c := reconnectAfter(t, ts.URL, client.ReconnectOptions{TokenFunc: tokens}, window,
+			func() int64 { return ts.Stats().Closes[channel.CloseUnauthorized] }, func() { good.Store(true) })
 		waitEcho(t, c)
 	})
 	t.Run("sessions limit", func(t *testing.T) {
 		t.Parallel()
 		ts := newTestServer(t, server.Config{MaxSessionsPerIP: 1})
 		holder := dial(t, ts.URL)
-		// The client's first session is refused at once.
-		c, dials := connectCounting(t, ts.URL, client.ReconnectOptions{})
-		checkDials(t, window, dials, func() int64 { return ts.Stats().Closes[channel.CloseLimit] })
-		holder.Close()
+		c := reconnectAfter(t, ts.URL, client.ReconnectOptions{}, window,
+			func() int64 { return ts.Stats().Closes[channel.CloseLimit] }, func() { holder.Close() })
 		waitEcho(t, c)
 	})
+	t.Run("token expires in session", func(t *testing.T) {
+		t.Parallel()
+		ts := sctest.NewAuthServer(t)
+		var calls atomic.Int32
+		var good atomic.Bool
+		tokens := func(context.Context) (string, error) {
+			switch {
+			case calls.Add(1) == 1:
+				return sctest.Mint(t, sctest.TestSecret, 2*time.Second, "echo:*"), nil
+			case good.Load():
+				return sctest.Mint(t, sctest.TestSecret, time.Hour, "echo:*"), nil
+			}
+			return sctest.Mint(t, sctest.TestSecret, -time.Minute, "echo:*"), nil
+		}
+		c, dials := connectCounting(t, ts.URL, client.ReconnectOptions{TokenFunc: tokens})
+		// The refreshes fail, the token expires, and the redials are
+		// refused with backoff.
+		waitFor(t, 30*time.Second, func() error {
+			if n := ts.Stats().Closes[channel.CloseUnauthorized]; n < 2 {
+				return errorf("%d sessions closed with 4401", n)
+			}
+			return nil
+		})
+		checkRefusals(t, window, func() int64 { return ts.Stats().Closes[channel.CloseUnauthorized] })
+		if err := c.Err(); err != nil {
+			t.Fatalf("the client ended: %v", err)
+		}
+		good.Store(true)
+		waitEcho(t, c)
+		if n := dials.Load(); n != 2 {
+			t.Fatalf("%d sessions opened, want 2", n)
+		}
+	})
+}
+
+// reconnectAfter starts Reconnect against a server that refuses it, checks
+// the refusals over window (checkRefusals), then calls accept and returns
+// the Client once Reconnect has returned it.
+func reconnectAfter(t *testing.T, url string, o client.ReconnectOptions, window time.Duration, refusals func() int64, accept func()) *client.Client {
+	t.Helper()
+	o.URLs = []string{url}
+	type result struct {
+		c   *client.Client
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := client.Reconnect(ctxT(t), o)
+		got <- result{c, err}
+	}()
+	checkRefusals(t, window, refusals)
+	select {
+	case r := <-got:
+		t.Fatalf("Reconnect returned while refused: %v", r.err)
+	default:
+	}
+	accept()
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.c.Close() })
+	return r.c
 }
 
 // connectCounting connects a Client to url and counts its dials.
@@ -103,19 +161,17 @@ func connectCounting(t *testing.T, url string, o client.ReconnectOptions) (*clie
 	return c, dials
 }
 
-// checkDials watches a refused client for window: it must go on dialling,
-// at most 10 times, and the server must count every refusal.
-func checkDials(t *testing.T, window time.Duration, dials *atomic.Int64, refusals func() int64) {
+// checkRefusals watches a refused client for window: the server must
+// refuse it again and again, at most 10 times (the client backs off).
+func checkRefusals(t *testing.T, window time.Duration, refusals func() int64) {
 	t.Helper()
+	before := refusals()
 	time.Sleep(window) // the window is what is measured
-	n := dials.Load()
+	n := refusals() - before
 	if n > 10 || n < 2 {
-		t.Fatalf("%d dials in %v, want 2 to 10", n, window)
+		t.Fatalf("%d refusals in %v, want 2 to 10", n, window)
 	}
-	if r := refusals(); r < n-1 {
-		t.Fatalf("%d dials but %d refusals", n, r)
-	}
-	t.Logf("%d dials in %v", n, window)
+	t.Logf("%d refusals in %v", n, window)
 }
 
 // waitEcho waits until the client holds a session that serves an echo
@@ -171,9 +227,11 @@ func TestClientEchoEndsOnPermanentRefusal(t *testing.T) {
 	var calls atomic.Int32
 	tokens := func(context.Context) (string, error) {
 		if calls.Add(1) == 1 {
-			return sctest.Mint(t, sctest.TestSecret, 1500*time.Millisecond, "echo:room"), nil
+			return sctest.Mint(t, sctest.TestSecret, 2*time.Second, "echo:room"), nil
 		}
-		return sctest.Mint(t, sctest.TestSecret, time.Hour, "echo:other"), nil
+		// The session's refresh (another sub: the server closes it with
+		// 4401) and the next session's token.
+		return mintFor(t, "bob", time.Hour, "echo:other"), nil
 	}
 	c, _ := connectCounting(t, ts.URL, client.ReconnectOptions{TokenFunc: tokens, MinBackoff: 10 * time.Millisecond})
 	room, err := c.Echo(ctxT(t), "room")

@@ -64,8 +64,63 @@ type Config struct {
 	// allow list does not cover gets `forbidden`, and a session is closed
 	// with 4401 when its token expires. Default nil: the server is open.
 	Verifier *auth.Verifier
+	// Ownership says whether a session may act only as itself
+	// (PROTOCOL.md section 9): a relay stream pairs only with a local token
+	// its peer id owns, and in the namespaces Owned or the token's own
+	// claim name, a scuttlebutt stream writes only keys its peer id owns.
+	// Default OwnershipAuto: on with a Verifier, off without.
+	Ownership Ownership
+	// Owned lists endpoint:namespace patterns (as in a token's allow
+	// claim) where ownership applies to every session, in addition to the
+	// patterns of its token's own claim. Only scuttlebutt namespaces have
+	// keys to own; relay ownership needs no pattern. Default none.
+	Owned []string
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// Ownership is Config.Ownership.
+type Ownership int
+
+// The values of Ownership.
+const (
+	// OwnershipAuto enforces ownership when the server takes credentials.
+	OwnershipAuto Ownership = iota
+	// OwnershipOn enforces it on every server, also one without
+	// credentials, where peer ids are assigned by the server.
+	OwnershipOn
+	// OwnershipOff never enforces it: clients pick any relay token and
+	// write any key, as in version 1 of the protocol.
+	OwnershipOff
+)
+
+// String returns "auto", "on" or "off".
+func (o Ownership) String() string {
+	switch o {
+	case OwnershipAuto:
+		return "auto"
+	case OwnershipOn:
+		return "on"
+	case OwnershipOff:
+		return "off"
+	}
+	return fmt.Sprintf("Ownership(%d)", int(o))
+}
+
+// ParseOwnership parses "auto", "on" or "off".
+func ParseOwnership(s string) (Ownership, error) {
+	for _, o := range []Ownership{OwnershipAuto, OwnershipOn, OwnershipOff} {
+		if s == o.String() {
+			return o, nil
+		}
+	}
+	return 0, fmt.Errorf("channel: ownership %q: want auto, on or off", s)
+}
+
+// enforces reports whether ownership applies on a server with or without
+// credentials.
+func (o Ownership) enforces(credentials bool) bool {
+	return o == OwnershipOn || o == OwnershipAuto && credentials
 }
 
 // Defaults of Config.
@@ -149,6 +204,14 @@ func (c Config) Validate() error {
 	positive("MaxHeaderErrors", c.MaxHeaderErrors > 0)
 	if c.MaxMessageBytes < mux.MaxFrameBytes {
 		errs = append(errs, fmt.Errorf("channel: MaxMessageBytes must be at least %d (one whole yamux frame)", mux.MaxFrameBytes))
+	}
+	if c.Ownership < OwnershipAuto || c.Ownership > OwnershipOff {
+		errs = append(errs, fmt.Errorf("channel: unknown %v", c.Ownership))
+	}
+	for _, o := range c.Owned {
+		if _, err := auth.ParsePattern(o); err != nil {
+			errs = append(errs, fmt.Errorf("channel: Owned: %w", err))
+		}
 	}
 	for _, o := range c.AllowedOrigins {
 		if strings.Count(o, "*") > 1 || o == "" {

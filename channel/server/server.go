@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,6 +41,16 @@ type Request struct {
 	SessionID string
 	// RemoteAddr is the client's address.
 	RemoteAddr string
+	// Peer is the session's peer id, which the server vouches for: its
+	// token's sub, or an id the server assigned (PROTOCOL.md section 9).
+	Peer string
+	// Meta is the public metadata of the session's token, nil when none.
+	Meta json.RawMessage
+	// Owner is Peer when ownership applies to this stream, "" otherwise.
+	// The handler has already checked a relay header's local token; an
+	// endpoint with keys lets the stream write only those Owner owns
+	// (channel.Owns).
+	Owner string
 }
 
 // Authorizer decides whether a session may open a stream with header h. It
@@ -66,6 +77,8 @@ type Handler struct {
 	wg       sync.WaitGroup
 
 	authorize Authorizer
+	enforce   bool           // ownership applies (Config.Ownership)
+	owned     []auth.Pattern // Config.Owned, parsed
 	perIP     map[string]int // sessions by client address, under mu
 	admitted  int            // sessions admitted, under mu
 
@@ -104,6 +117,11 @@ func NewHandler(cfg Config) (*Handler, error) {
 		rejected:   map[channel.Code]*atomic.Int64{},
 		closes:     map[int]int64{},
 	}
+	h.enforce = cfg.Ownership.enforces(cfg.Verifier != nil)
+	for _, o := range cfg.Owned {
+		p, _ := auth.ParsePattern(o) // Validate checked it
+		h.owned = append(h.owned, p)
+	}
 	for _, c := range []channel.Code{channel.CodeBadHeader, channel.CodeUnknownEndpoint, channel.CodeBadNamespace, channel.CodeBadToken,
 		channel.CodeForbidden, channel.CodeLimit, channel.CodeTimeout, channel.CodeConflict, channel.CodeInternal} {
 		h.rejected[c] = new(atomic.Int64)
@@ -141,6 +159,8 @@ func (h *Handler) Handle(name string, ep Endpoint) {
 }
 
 // SetAuthorizer sets a, asked about every stream after its header is valid.
+// Its context carries the session's current claims (auth.FromContext) on a
+// server with credentials.
 func (h *Handler) SetAuthorizer(a Authorizer) { h.authorize = a }
 
 // Stats is a snapshot of the handler's counters.

@@ -41,8 +41,9 @@ type session struct {
 	pings        rateMeter
 	opens        rateMeter
 	headerErrors atomic.Int64
-	claims       *auth.Claims // nil on an open server
-	expiry       *time.Timer  // closes the session when the token expires
+	claims       atomic.Pointer[auth.Claims] // nil on an open server; replaced by a refresh
+	refreshMu    sync.Mutex                  // serialises refreshes
+	expiry       *time.Timer                 // closes the session when the token expires
 }
 
 func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
@@ -55,8 +56,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	ws.SetPingHandler(s.wsPing)
 	s.ctx, s.cancel = context.WithCancel(h.ctx)
 	if claims != nil {
-		s.claims = claims
-		s.ctx = auth.NewContext(s.ctx, claims)
+		s.claims.Store(claims)
 		log = log.With("sub", claims.Subject)
 		s.log = log
 	}
@@ -178,9 +178,14 @@ func (s *session) accept(ms *mux.Stream) {
 // serveStream reads the header, validates it and runs the endpoint.
 func (s *session) serveStream(st *Stream) {
 	s.h.nStreams.Add(1)
-	inline := false
+	inline, released := false, false
 	defer func() {
-		if !inline { // else the endpoint's done does it
+		switch {
+		case inline: // the endpoint's done accounts for it
+		case released:
+			s.h.nStreams.Add(-1)
+			s.wg.Done()
+		default:
 			s.streamEnded()
 		}
 	}()
@@ -209,17 +214,39 @@ func (s *session) serveStream(st *Stream) {
 		s.finish(st, perr)
 		return
 	}
-	if c := s.claims; c != nil && !c.Allows(hdr.Endpoint, hdr.Namespace) {
+	if hdr.Endpoint == channel.EndpointSession {
+		s.serveSession(st, &hdr, func() {
+			s.active.Add(-1)
+			released = true
+		})
+		return
+	}
+	c := s.claims.Load()
+	if c != nil && !c.Allows(hdr.Endpoint, hdr.Namespace) {
 		s.finish(st, channel.Errorf(channel.CodeForbidden, "the token of %q does not allow %s:%s", channel.Clip(c.Subject), hdr.Endpoint, channel.Clip(hdr.Namespace)))
 		return
 	}
+	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote, Peer: s.peerID(c)}
+	if c != nil {
+		req.Meta = c.Meta
+	}
+	if s.h.enforce && (hdr.Endpoint == channel.EndpointRelay || auth.MatchAny(s.h.owned, hdr.Endpoint, hdr.Namespace) || c.Owns(hdr.Endpoint, hdr.Namespace)) {
+		req.Owner = req.Peer
+	}
+	if req.Owner != "" && hdr.Local != "" && !channel.Owns(req.Owner, hdr.Local) {
+		s.finish(st, channel.Errorf(channel.CodeForbidden, "a relay stream pairs only as its own peer: \"local\" must be %q or begin with %q", channel.Clip(req.Owner), channel.Clip(req.Owner)+channel.IDSeparator))
+		return
+	}
 	if s.h.authorize != nil {
-		if aerr := s.h.authorize(s.ctx, &hdr); aerr != nil {
+		ctx := s.ctx
+		if c != nil {
+			ctx = auth.NewContext(ctx, c)
+		}
+		if aerr := s.h.authorize(ctx, &hdr); aerr != nil {
 			s.finish(st, aerr)
 			return
 		}
 	}
-	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote}
 	n := s.h.byEndpoint[hdr.Endpoint]
 	n.Add(1)
 	st.detached = func() {
@@ -242,6 +269,77 @@ func (s *session) serveStream(st *Stream) {
 		return
 	}
 	st.Close()
+}
+
+// peerID returns the session's peer id: the sub of its claims c, or the
+// session id the server drew (a random UUID) on a server without
+// credentials.
+func (s *session) peerID(c *auth.Claims) string {
+	if c != nil {
+		return c.Subject
+	}
+	return s.id
+}
+
+// serveSession answers a stream of the session endpoint: it takes the
+// header's fresh token, if any, then replies with who the session is. It
+// calls release, which frees the stream's place under the streams limit,
+// after the reply and before its FIN, so that a client that waits for the
+// FIN (as the clients of this module do) finds the place free when it opens
+// its next stream. The stream is then left to close by itself: nothing
+// waits for the client's FIN.
+func (s *session) serveSession(st *Stream, hdr *channel.Header, release func()) {
+	var reply *channel.Error
+	if hdr.Token != "" {
+		e, closed := s.refresh(hdr.Token)
+		if closed {
+			st.Reset()
+			return
+		}
+		reply = e
+	}
+	if reply != nil {
+		st.Reject(reply)
+	} else {
+		c := s.claims.Load()
+		info := channel.SessionInfo{ID: s.peerID(c)}
+		if c != nil {
+			info.Meta, info.Exp = c.Meta, c.ExpiresAt.Unix()
+		}
+		if st.Accept(info) != nil {
+			st.Reset()
+			return
+		}
+	}
+	release()
+	st.Close()
+}
+
+// refresh replaces the session's claims with those of token, which must be
+// valid and for the same sub, and moves the expiry deadline. A token that
+// does not verify gets `forbidden` and changes nothing; a token for another
+// sub closes the session with 4401 (closed is then true).
+func (s *session) refresh(token string) (e *channel.Error, closed bool) {
+	v := s.h.cfg.Verifier
+	if v == nil {
+		return channel.Errorf(channel.CodeForbidden, "this server takes no credentials: there is no token to refresh"), false
+	}
+	c, err := v.Verify(token)
+	if err != nil {
+		s.log.Info("token refresh refused", "err", err)
+		return channel.Errorf(channel.CodeForbidden, "%s: the session keeps its current token", auth.CloseReason(err)), false
+	}
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	if old := s.claims.Load(); c.Subject != old.Subject {
+		s.log.Warn("closing session: refresh token for another sub", "new_sub", channel.Clip(c.Subject))
+		s.close(channel.CloseUnauthorized, "token refresh for another sub")
+		return nil, true
+	}
+	s.claims.Store(c)
+	s.expiry.Reset(time.Until(c.ValidUntil))
+	s.log.Debug("token refreshed", "exp", c.ExpiresAt)
+	return nil, false
 }
 
 // streamEnded accounts for a stream the session no longer serves.

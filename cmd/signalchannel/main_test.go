@@ -284,13 +284,10 @@ func TestTokensEndToEnd(t *testing.T) {
 	if !errors.As(err, &perr) || perr.Code != channel.CodeForbidden {
 		t.Fatalf("echo:lobby: %v, want forbidden", err)
 	}
-	anon, err := client.Dial(ctx, url, client.DialOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-anon.Done()
-	if code, reason := anon.CloseReason(); code != 4401 || reason != "missing credentials" {
-		t.Fatalf("close %d %q", code, reason)
+	_, err = client.Dial(ctx, url, client.DialOptions{})
+	var ce *channel.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4401 || ce.Reason != "missing credentials" {
+		t.Fatalf("dial without a token: %v, want close 4401 missing credentials", err)
 	}
 	if !strings.Contains(logs.String(), `"msg":"credentials required"`) || strings.Contains(logs.String(), "open to every client") {
 		t.Fatalf("start log does not say credentials are required:\n%s", logs)
