@@ -36,6 +36,8 @@ type options struct {
 	secretFile      string
 	publicKeyFile   string
 	leeway          time.Duration
+	ownership       string
+	owned           string
 	pprofListen     string
 
 	channel server.Config
@@ -57,6 +59,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.secretFile, "auth-secret-file", "", "require HS256 tokens signed with the secret in this file (at least 32 bytes)")
 	fs.StringVar(&o.publicKeyFile, "auth-public-key-file", "", "require EdDSA tokens verified with this Ed25519 public key (PEM)")
 	fs.DurationVar(&o.leeway, "auth-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp, nbf and iat")
+	fs.StringVar(&o.ownership, "ownership", "auto", "whether a session acts only as itself: a relay stream's local token must be its peer id or begin with it and '/', and in -owned namespaces and those of a token's own claim it writes only its own keys: auto (on with credentials), on or off")
+	fs.StringVar(&o.owned, "owned", "", "comma-separated endpoint:namespace patterns where ownership applies to every session, e.g. scuttlebutt:presence,scuttlebutt:room-*")
 	fs.BoolVar(&o.demo, "demo", false, "serve the WebRTC demo page and the JavaScript client under /demo/")
 	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof under /debug/pprof/ on this separate address HOST:PORT, never on -addr (empty: off)")
 
@@ -184,6 +188,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if err := validatePprofListen(o.pprofListen, o.addr); err != nil {
 		return nil, err
+	}
+	var err error
+	if c.Ownership, err = server.ParseOwnership(o.ownership); err != nil {
+		return nil, fmt.Errorf("-ownership %q: want auto, on or off", o.ownership)
+	}
+	for _, p := range strings.Split(o.owned, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			if _, err := auth.ParsePattern(p); err != nil {
+				return nil, fmt.Errorf("-owned: %w", err)
+			}
+			c.Owned = append(c.Owned, p)
+		}
 	}
 	if o.secretFile != "" || o.publicKeyFile != "" {
 		ac := auth.Config{Leeway: o.leeway}
@@ -328,9 +344,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel", "demo", o.demo)
 	if v := o.channel.Verifier; v != nil {
-		log.Info("credentials required", "algorithm", v.Algorithm(), "leeway", v.Leeway().String())
+		log.Info("credentials required", "algorithm", v.Algorithm(), "leeway", v.Leeway().String(), "ownership", o.channel.Ownership.String(), "owned", o.channel.Owned)
 	} else {
-		log.Warn("no credentials configured: the server is open to every client")
+		log.Warn("no credentials configured: the server is open to every client", "ownership", o.channel.Ownership.String(), "owned", o.channel.Owned)
 	}
 	if ready != nil {
 		ready(ln.Addr().String())
