@@ -233,11 +233,6 @@ func (m *Model) apply(u Update, origin *stream, local bool) (bool, error) {
 	if m.closed {
 		return false, ErrClosed
 	}
-	if origin != nil && origin.opts.Owner != "" {
-		if err := m.checkOwner(&u, origin.opts.Owner); err != nil {
-			return false, err
-		}
-	}
 	now := m.opts.Now()
 	if !local {
 		nowMs := timeMs(now)
@@ -246,6 +241,14 @@ func (m *Model) apply(u Update, origin *stream, local bool) (bool, error) {
 		}
 		if last, ok := m.clock[u.Source]; ok && u.TS <= last {
 			return false, nil
+		}
+	}
+	// Only a fresh update is judged: a peer sends back, once, the updates
+	// of others it received (as npm scuttlebutt does), and those are
+	// stale here.
+	if origin != nil && origin.opts.Owner != "" {
+		if err := m.checkOwner(&u, origin.opts.Owner); err != nil {
+			return false, err
 		}
 	}
 	cur := m.records[u.Key]

@@ -37,9 +37,11 @@ type ReplicateOptions struct {
 	// key Owner and keys that begin with Owner and "/" (PROTOCOL.md section
 	// 9). Each update's source must also be one that has written no other
 	// peer's keys, and not the Model's own id, so that no peer can advance
-	// the clock of another's source. An update that breaks either rule ends
-	// the stream with a ProtocolError of code "forbidden", nothing of it
-	// applied. Default "": the peer may write any key.
+	// the clock of another's source. A fresh update that breaks either rule
+	// ends the stream with a ProtocolError of code "forbidden", nothing of
+	// it applied; a stale one (the others' updates a peer sends back) is
+	// ignored, as every stale update is. Default "": the peer may write any
+	// key.
 	Owner string
 	// NoEcho, when true, never sends an update back to the stream it came
 	// from. Default false: like npm scuttlebutt, a live update from the peer
