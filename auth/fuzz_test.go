@@ -25,9 +25,13 @@ func FuzzVerify(f *testing.F) {
 		f.Fatal(err)
 	}
 	hs, ed := hsVerifier(f), edVerifier(f)
+	withClaims := grant
+	withClaims.Own = []string{"scuttlebutt:presence", "scuttlebutt:room-*"}
+	withClaims.Meta = map[string]any{"name": "Alice", "tags": []string{"a"}}
 	genuine := map[string]bool{
-		mint(f, secret, grant): true,
-		mint(f, priv, grant):   true,
+		mint(f, secret, grant):      true,
+		mint(f, priv, grant):        true,
+		mint(f, secret, withClaims): true,
 	}
 	for tok := range genuine {
 		f.Add(tok)
@@ -42,6 +46,7 @@ func FuzzVerify(f *testing.F) {
 		rawToken(f, jwt.SigningMethodHS256, secret, hsHeader, `{"sub":"alice","exp":"x","allow":7}`),
 		rawToken(f, jwt.SigningMethodHS256, secret, `{"alg":"HS256","crit":["b64"]}`, payload),
 		rawToken(f, jwt.SigningMethodHS512, secret, `{"alg":"HS512"}`, payload),
+		rawToken(f, jwt.SigningMethodHS256, otherSecret, hsHeader, fmt.Sprintf(`{"sub":"a/b","exp":%d,"allow":[],"own":["x"],"meta":[1]}`, exp)),
 		"", ".", "..", "a.b.c", "eyJ.eyJ.", "Bearer x",
 	} {
 		f.Add(s)

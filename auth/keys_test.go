@@ -168,6 +168,10 @@ func TestMint(t *testing.T) {
 		{"no TTL", secret, auth.Grant{Subject: "a", Allow: []string{"echo:*"}}, auth.ErrBadGrant},
 		{"negative TTL", secret, auth.Grant{Subject: "a", Allow: []string{"echo:*"}, TTL: -time.Hour}, auth.ErrBadGrant},
 		{"bad pattern", secret, auth.Grant{Subject: "a", Allow: []string{"echo:*", "echo"}, TTL: time.Hour}, auth.ErrBadPattern},
+		{"subject with a slash", secret, auth.Grant{Subject: "a/b", TTL: time.Hour}, auth.ErrBadGrant},
+		{"bad own pattern", secret, auth.Grant{Subject: "a", Own: []string{"presence"}, TTL: time.Hour}, auth.ErrBadPattern},
+		{"meta not an object", secret, auth.Grant{Subject: "a", Meta: []string{"x"}, TTL: time.Hour}, auth.ErrBadGrant},
+		{"meta too large", secret, auth.Grant{Subject: "a", Meta: map[string]string{"n": strings.Repeat("x", auth.MaxMetaBytes)}, TTL: time.Hour}, auth.ErrBadGrant},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tok, err := auth.Mint(tc.key, tc.g)
@@ -177,8 +181,17 @@ func TestMint(t *testing.T) {
 		})
 	}
 
+	// Own and Meta travel in the token.
+	c, err := hsVerifier(t).Verify(mint(t, secret, auth.Grant{Subject: "a", Own: []string{"scuttlebutt:p-*"}, Meta: map[string]any{"name": "A", "n": 1}, TTL: time.Minute}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Owns("scuttlebutt", "p-1") || string(c.Meta) != `{"n":1,"name":"A"}` {
+		t.Fatalf("own %v, meta %s", c.Own, c.Meta)
+	}
+
 	// No Allow mints "allow":[], which verifies and allows nothing.
-	c, err := edVerifier(t).Verify(mint(t, priv, auth.Grant{Subject: "a", TTL: time.Minute}))
+	c, err = edVerifier(t).Verify(mint(t, priv, auth.Grant{Subject: "a", TTL: time.Minute}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -244,6 +244,17 @@ func TestVerifyClaims(t *testing.T) {
 		{"allow entry with empty namespace", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":["echo:"]}`, exp), `invalid token: allow entry "echo:"`},
 		{"allow entry with empty endpoint", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[":room"]}`, exp), `invalid token: allow entry ":room"`},
 		{"payload an array", `["sub","alice"]`, `invalid token: malformed`},
+		{"sub with a slash", fmt.Sprintf(`{"sub":"alice/x","exp":%d,"allow":[]}`, exp), `invalid token: claim "sub" must not contain "/"`},
+		{"sub with a control character", fmt.Sprintf(`{"sub":"alice\u0000","exp":%d,"allow":[]}`, exp), `invalid token: claim "sub" has control character U+0000 at byte 5`},
+		{"sub too long", fmt.Sprintf(`{"sub":%q,"exp":%d,"allow":[]}`, strings.Repeat("a", auth.MaxSubjectBytes+1), exp), `invalid token: claim "sub" longer than 128 bytes`},
+		{"own a string", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"own":"scuttlebutt:*"}`, exp), `invalid token: claim "own" must be an array of endpoint:namespace-pattern strings`},
+		{"own null", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"own":null}`, exp), `invalid token: claim "own" must be an array`},
+		{"own entry without colon", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"own":["presence"]}`, exp), `invalid token: claim "own" must be an array`},
+		{"own of numbers", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"own":[1]}`, exp), `invalid token: claim "own" must be an array`},
+		{"meta a string", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"meta":"Alice"}`, exp), `invalid token: claim "meta" must be a JSON object`},
+		{"meta an array", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"meta":[1]}`, exp), `invalid token: claim "meta" must be a JSON object`},
+		{"meta null", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"meta":null}`, exp), `invalid token: claim "meta" must be a JSON object`},
+		{"meta too large", fmt.Sprintf(`{"sub":"alice","exp":%d,"allow":[],"meta":{"n":%q}}`, exp, strings.Repeat("x", auth.MaxMetaBytes-7)), `invalid token: claim "meta" longer than 1024 bytes`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := hsVerifier(t).Verify(rawToken(t, jwt.SigningMethodHS256, secret, hsHeader, tc.payload))
@@ -251,14 +262,32 @@ func TestVerifyClaims(t *testing.T) {
 		})
 	}
 
-	// Unknown claims are ignored; an empty allow list is valid and allows nothing.
+	// sub at its longest; own and meta as the token has them, meta at its
+	// largest (1024 bytes once compact).
+	meta := fmt.Sprintf(`{ "n" : %q }`, strings.Repeat("x", auth.MaxMetaBytes-8))
 	c, err := hsVerifier(t).Verify(rawToken(t, jwt.SigningMethodHS256, secret, hsHeader,
+		fmt.Sprintf(`{"sub":%q,"exp":%d,"allow":[],"own":["scuttlebutt:presence","scuttlebutt:room-*"],"meta":%s}`, strings.Repeat("a", auth.MaxSubjectBytes), exp, meta)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Meta) != auth.MaxMetaBytes || c.Meta[1] != '"' {
+		t.Errorf("meta of %d bytes, want %d compact: %.20s...", len(c.Meta), auth.MaxMetaBytes, c.Meta)
+	}
+	if !c.Owns("scuttlebutt", "presence") || !c.Owns("scuttlebutt", "room-1") || c.Owns("scuttlebutt", "presence-2") || c.Owns("echo", "presence") {
+		t.Errorf("Owns disagrees with the own claim %q", c.Own)
+	}
+
+	// Unknown claims are ignored; an empty allow list is valid and allows nothing.
+	c, err = hsVerifier(t).Verify(rawToken(t, jwt.SigningMethodHS256, secret, hsHeader,
 		fmt.Sprintf(`{"sub":"bob","exp":%d.5,"allow":[],"iss":"x","aud":["y"],"extra":{"a":1}}`, exp)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Allows("echo", "x") || len(c.Allow) != 0 {
 		t.Errorf("empty allow grants %v", c.Allow)
+	}
+	if c.Owns("scuttlebutt", "presence") || c.Meta != nil || c.Own != nil {
+		t.Errorf("no own or meta claim, but Own %v, Meta %s", c.Own, c.Meta)
 	}
 	if c.ExpiresAt.UnixMilli() != exp*1000+500 {
 		t.Errorf("fractional exp read as %v", c.ExpiresAt)

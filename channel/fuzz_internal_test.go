@@ -24,6 +24,10 @@ func FuzzHeader(f *testing.F) {
 		`["echo"]` + "\n",
 		`{"endpoint":"echo"`,
 		"{\"endpoint\":\"echo\",\"namespace\":\"\xff\"}\n",
+		`{"endpoint":"session"}` + "\n",
+		`{"endpoint":"session","token":"a.b.c","namespace":7}` + "\n",
+		`{"endpoint":"session","token":5}` + "\n",
+		`{"endpoint":"echo","namespace":"a","token":5}` + "\n",
 	} {
 		f.Add([]byte(seed), []byte{0, 3, 200})
 	}
@@ -56,6 +60,15 @@ func FuzzHeader(f *testing.F) {
 				t.Fatalf("bad error %+v", perr)
 			}
 			return
+		}
+		if h.Endpoint == EndpointSession {
+			if h.Namespace != "" || h.Local != "" || h.Remote != "" {
+				t.Fatalf("session header kept fields of another endpoint: %+v", h)
+			}
+			return
+		}
+		if h.Token != "" {
+			t.Fatalf("%s header kept a token", h.Endpoint)
 		}
 		if !isProtocolEndpoint(h.Endpoint) {
 			t.Fatalf("accepted endpoint %q", h.Endpoint)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,10 +103,15 @@ func FuzzReplicate(f *testing.F) {
 		digest + `{"error":{"code":"limit","message":"m"}}` + "\n",
 		`[["a",1],1700000000000.5,"Q"]` + "\n" + `[["b",{"x":[1]}],1700000000001,"Q","sig"]` + "\n" + digest,
 		digest + `[["k",1],1700000000000,"P"]`, // no final newline
+		digest + `[["P",1],1700000000000,"P"]` + "\n" + `[["P/x",1],1700000000001,"Q"]` + "\n",
+		digest + `[["P/x",1],1700000000000,"Q"]` + "\n" + `[["R",1],1700000000001,"Q"]` + "\n",
+		digest + `[["Px",1],1700000000000,"P"]` + "\n",
+		digest + `[["P",1],1700000000000,"S"]` + "\n",
 	} {
-		f.Add([]byte(s), []byte{0, 3, 1, 7})
+		f.Add([]byte(s), []byte{0, 3, 1, 7}, false)
+		f.Add([]byte(s), []byte{0, 3, 1, 7}, true)
 	}
-	f.Fuzz(func(t *testing.T, input, chunking []byte) {
+	f.Fuzz(func(t *testing.T, input, chunking []byte, owned bool) {
 		clk := newFakeClock()
 		m := model.New(model.Options{ID: "S", Now: clk.Now, SweepInterval: time.Hour, MaxKeys: 4, MaxLineBytes: 1024, MaxValueBytes: 64})
 		defer m.Close()
@@ -113,7 +119,11 @@ func FuzzReplicate(f *testing.F) {
 			t.Fatal(err)
 		}
 		var out bytes.Buffer
-		err := m.Replicate(context.Background(), &chunkReader{data: input, sizes: chunking}, &out, model.ReplicateOptions{})
+		var opts model.ReplicateOptions
+		if owned {
+			opts.Owner = "P"
+		}
+		err := m.Replicate(context.Background(), &chunkReader{data: input, sizes: chunking}, &out, opts)
 		var pe *model.ProtocolError
 		if err != nil && !errors.As(err, &pe) {
 			t.Fatalf("Replicate returned %v", err)
@@ -135,6 +145,24 @@ func FuzzReplicate(f *testing.F) {
 			last := msgs[len(msgs)-1]
 			if last.Kind != model.KindError || last.Err.Code != pe.Code || last.Err.Message != pe.Message {
 				t.Fatalf("returned %v but the last line is %+v", pe, last)
+			}
+		}
+		if owned {
+			// Nothing the peer wrote is another's: every key it set
+			// or deleted is P's, and no source wrote two owners' keys.
+			writers := map[string]string{}
+			for _, u := range m.History(nil) {
+				if u.Source == "S" {
+					continue
+				}
+				if u.Key != "P" && !strings.HasPrefix(u.Key, "P/") {
+					t.Fatalf("an owned stream wrote %q", u.Key)
+				}
+				owner, _, _ := strings.Cut(u.Key, "/")
+				if w, ok := writers[u.Source]; ok && w != owner {
+					t.Fatalf("source %q wrote keys of %q and %q", u.Source, w, owner)
+				}
+				writers[u.Source] = owner
 			}
 		}
 		if st := m.Stats(); st.Live > 4 {
