@@ -825,6 +825,7 @@ type npmPeer struct {
 	wg      sync.WaitGroup
 	seq     int
 	reply   channel.Reply
+	peer    string // the session's peer id
 }
 
 // interopDir finds js/interop and fails with what to run when its
@@ -871,7 +872,7 @@ func startNPMPeer(t testing.TB, url, ns string, ephemeral bool) *npmPeer {
 		t.Fatal(err)
 	}
 	st.SetReadDeadline(time.Time{})
-	p := &npmPeer{t: t, st: st}
+	p := &npmPeer{t: t, st: st, peer: sess.ID()}
 	if err := json.Unmarshal(line, &p.reply); err != nil || !p.reply.OK {
 		t.Fatalf("reply %q", line)
 	}
@@ -1045,6 +1046,69 @@ func TestScuttlebuttInteropNPM(t *testing.T) {
 	})
 	t.Logf("a's key gone from b %v after a was killed", time.Since(killed))
 	converge(`b-live=2`)
+}
+
+// npm scuttlebutt Models replicate in a namespace where ownership applies
+// as long as each writes only its own keys (its random replica id is no
+// obstacle); a write of another's key is refused there and changes
+// nothing, while the others go on replicating.
+func TestScuttlebuttInteropNPMOwned(t *testing.T) {
+	sb, err := endpoints.NewScuttlebutt(endpoints.ScuttlebuttConfig{Logger: sctest.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	ts := sctest.NewServer(t, sctest.Options{
+		Channel:  server.Config{Ownership: server.OwnershipOn, Owned: []string{"scuttlebutt:room"}},
+		Register: func(h *server.Handler) { h.Handle(channel.EndpointScuttlebutt, sb) },
+	})
+	a := startNPMPeer(t, ts.URL, "room", false)
+	b := startNPMPeer(t, ts.URL, "room", true)
+	converge := func(want map[string]string, peers ...*npmPeer) {
+		t.Helper()
+		sctest.WaitFor(t, 10*time.Second, func() error {
+			snap, _ := sb.Snapshot("room")
+			if got := stateString(snap); got != stateOf(want) {
+				return fmt.Errorf("server holds %q, want %q", got, stateOf(want))
+			}
+			for _, p := range peers {
+				st := p.dump()
+				if got := stateString(st.State); !st.Synced || got != stateOf(want) {
+					return fmt.Errorf("npm peer %s holds %q (synced %v), want %q", p.peer, got, st.Synced, stateOf(want))
+				}
+			}
+			return nil
+		})
+	}
+	a.set(a.peer, map[string]string{"name": "A"})
+	a.set(a.peer+"/status", "online")
+	b.set(b.peer, map[string]string{"name": "B"})
+	want := map[string]string{a.peer: `{"name":"A"}`, a.peer + "/status": `"online"`, b.peer: `{"name":"B"}`}
+	converge(want, a, b)
+
+	// a writes b's key: refused, and a's stream ends (its keys stay: it
+	// was not ephemeral).
+	a.set(b.peer, "forged")
+	sctest.WaitFor(t, 10*time.Second, func() error {
+		if st := sb.Stats(); st.Members != 1 {
+			return fmt.Errorf("%d members, want b alone", st.Members)
+		}
+		return nil
+	})
+	// b goes on; once its next write is everywhere, the forged one was
+	// applied nowhere.
+	b.set(b.peer+"/status", "away")
+	want[b.peer+"/status"] = `"away"`
+	converge(want, b)
+}
+
+// stateOf is stateString of values given as JSON text.
+func stateOf(m map[string]string) string {
+	raw := make(map[string]json.RawMessage, len(m))
+	for k, v := range m {
+		raw[k] = json.RawMessage(v)
+	}
+	return stateString(raw)
 }
 
 // A new member joins a namespace of 10 000 live keys: the time from its

@@ -1,8 +1,11 @@
 package model_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -125,5 +128,38 @@ func BenchmarkParseLine(b *testing.B) {
 		if _, err := model.ParseLine(line); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkReplicateWrite is the work of a stream per presence write it
+// reads, parse and apply, with and without an owner: what ownership costs
+// (ReplicateOptions.Owner) is the ratio of the two in one run.
+func BenchmarkReplicateWrite(b *testing.B) {
+	for _, owner := range []string{"", "peer"} {
+		name := "any key"
+		if owner != "" {
+			name = "owned"
+		}
+		b.Run(name, func(b *testing.B) {
+			clk := newFakeClock()
+			m := newModel(b, "S", clk)
+			var lines bytes.Buffer
+			ts := ms(-20 * time.Second)
+			for i := range b.N {
+				ts += 0.001
+				lines.Write(model.AppendUpdate(nil, upd(fmt.Sprintf("peer/%d", i%1000), `{"name":"peer","status":"online"}`, ts, "P")))
+			}
+			input := append([]byte(`{"id":"P","clock":{}}`+"\n"), lines.Bytes()...)
+			b.SetBytes(int64(lines.Len() / max(b.N, 1)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			if err := m.Replicate(context.Background(), bytes.NewReader(input), io.Discard, model.ReplicateOptions{Owner: owner, NoEcho: true}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if st := m.Stats(); st.Live != min(b.N, 1000) {
+				b.Fatalf("%d live keys", st.Live)
+			}
+		})
 	}
 }
