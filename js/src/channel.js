@@ -1,4 +1,4 @@
-import { SignalChannelError, errorOf } from './errors.js'
+import { SignalChannelError, closedError, errorOf } from './errors.js'
 import { ByteReader, toBytes } from './bytes.js'
 import { Session } from './yamux.js'
 import { Echo } from './echo.js'
@@ -13,6 +13,25 @@ export const MAX_HEADER_BYTES = 4096
 
 /** MAX_REPLY_BYTES bounds a reply line. */
 const MAX_REPLY_BYTES = 64 * 1024
+
+/** SESSION_ENDPOINT tells a session who it is and takes a fresh token. */
+const SESSION_ENDPOINT = 'session'
+
+/** MAX_REFRESH_LEAD_MS is the most a scheduled refresh comes before the token's expiry. */
+const MAX_REFRESH_LEAD_MS = 60_000
+
+/** MIN_REFRESH_RETRY_MS is the least wait before a failed refresh is tried again. */
+const MIN_REFRESH_RETRY_MS = 100
+
+/** MAX_TIMER_MS is the longest wait setTimeout takes; longer ones are cut in pieces. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * CLOSE_WAIT_MS bounds the wait for the server's close message after a
+ * session stream was reset or ended with the session: a server that ends a
+ * session resets its streams and sends the close message at once.
+ */
+const CLOSE_WAIT_MS = 1000
 
 /**
  * loadWebSocket returns the WebSocket class to use and whether it takes
@@ -51,19 +70,27 @@ function channelURL (url, token, queryToken) {
 }
 
 /**
- * connect opens a WebSocket to a signalchannel server (its /v1/channel URL)
- * and starts the yamux session. It resolves once the WebSocket is open.
+ * connect opens a WebSocket to a signalchannel server (its /v1/channel URL),
+ * starts the yamux session and asks the server who the session is (the
+ * `session` endpoint). It resolves once the server has answered: the
+ * channel's id, meta and expires are set. A session the server closes
+ * instead (4401 for credentials, 4429 for a limit) rejects with a `closed`
+ * error carrying the close code and reason.
  *
- * The token goes in an `Authorization: Bearer` header when the client uses
- * the `ws` package (Node), and in the `access_token` query parameter
- * otherwise (browsers cannot set headers).
+ * The token, options.token or else one from options.getToken, goes in an
+ * `Authorization: Bearer` header when the client uses the `ws` package
+ * (Node), and in the `access_token` query parameter otherwise (browsers
+ * cannot set headers). With options.getToken the channel refreshes its
+ * token in band before it expires (see Channel.refresh).
  *
  * @param {string | URL} url
  * @param {import('./index.js').ConnectOptions} [options]
  * @returns {Promise<Channel>}
  */
 export async function connect (url, options = {}) {
-  const { token, signal } = options
+  const { signal } = options
+  let token = options.token
+  if (!token && typeof options.getToken === 'function') token = await options.getToken()
   const { WS, headers } = await loadWebSocket(options.WebSocket)
   const u = channelURL(url, token, !headers)
   signal?.throwIfAborted()
@@ -98,7 +125,14 @@ export async function connect (url, options = {}) {
     ws.addEventListener('close', onClose)
     signal?.addEventListener('abort', onAbort)
   })
-  return new Channel(ws, options)
+  const ch = new Channel(ws, options)
+  try {
+    await ch.hello('', signal)
+  } catch (e) {
+    ch.close()
+    throw e
+  }
+  return ch
 }
 
 /**
@@ -131,6 +165,16 @@ export async function readReply (reader) {
 }
 
 /**
+ * drain reads reader to the end of its stream and drops what it reads.
+ * @param {ByteReader} reader
+ */
+async function drain (reader) {
+  let chunk
+  do chunk = await reader.readChunk()
+  while (chunk !== null)
+}
+
+/**
  * Channel is an open connection: one WebSocket carrying one yamux session.
  * Its methods open one stream each.
  */
@@ -155,9 +199,29 @@ export class Channel {
       onStream: (s) => s.reset('this client accepts no streams')
     })
 
+    /**
+     * id is the session's peer id, which the server vouches for: the sub of
+     * its token, or an id the server assigned when it takes no credentials.
+     * Relay tokens and owned scuttlebutt keys of the session begin with it.
+     * Set by connect.
+     */
+    this.id = ''
+    /** @type {Record<string, any> | null} the public meta claim of the session's token, null when it has none */
+    this.meta = null
+    /** @type {Date | null} when the session's token expires, null on a server without credentials */
+    this.expires = null
+    /** @type {(() => string | Promise<string>) | null} gives the tokens of the refreshes this channel makes by itself */
+    this.getToken = typeof options.getToken === 'function' ? options.getToken : null
+    /** refreshTimer runs until the next refresh with getToken, due at refreshDue (ms since the epoch). */
+    this.refreshTimer = null
+    this.refreshDue = 0
+    /** refreshing serialises the session streams that present a token. */
+    this.refreshing = Promise.resolve()
+
     /** @type {Promise<{code: number, reason: string}>} */
     this.closed = new Promise((resolve) => {
       ws.addEventListener('close', (ev) => {
+        this.stopRefresh()
         this.session.transportClosed(ev.code, ev.reason)
         resolve({ code: ev.code, reason: ev.reason })
       })
@@ -211,6 +275,144 @@ export class Channel {
     } finally {
       signal?.removeEventListener('abort', onAbort)
     }
+  }
+
+  /**
+   * hello opens a stream of the session endpoint, presenting token unless
+   * it is empty, and records what the reply says: the session's id and
+   * meta, and its token's expiry. It waits for the server's FIN after the
+   * reply: the server frees the stream's place under the streams limit
+   * first. A failure reply rejects with its error (`forbidden`: a token
+   * the server did not take); a session the server ended instead rejects
+   * with the `closed` error of its close code and reason.
+   * @param {string} token
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<any>} the reply
+   */
+  async hello (token, signal) {
+    const header = { endpoint: SESSION_ENDPOINT }
+    if (token) header.token = token
+    let opened
+    try {
+      opened = await this.open(header, { signal })
+    } catch (e) {
+      throw await this.closeCause(e)
+    }
+    const { stream, reader, reply } = opened
+    const onAbort = () => stream.reset('open aborted')
+    signal?.addEventListener('abort', onAbort)
+    try {
+      await stream.closeWrite()
+      await drain(reader)
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason
+      throw await this.closeCause(e)
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+    }
+    this.learn(reply)
+    return reply
+  }
+
+  /**
+   * learn takes the session endpoint's reply: id, meta and exp. With
+   * getToken it schedules the next refresh.
+   * @param {any} reply
+   */
+  learn (reply) {
+    if (typeof reply.id !== 'string' || reply.id === '') throw new SignalChannelError('bad_reply', 'a session reply without an id')
+    const meta = reply.meta
+    if (meta !== undefined && meta !== null && (typeof meta !== 'object' || Array.isArray(meta))) throw new SignalChannelError('bad_reply', 'a session reply whose meta is not a JSON object')
+    this.id = reply.id
+    this.meta = meta ?? null
+    this.expires = typeof reply.exp === 'number' && reply.exp > 0 ? new Date(reply.exp * 1000) : null
+    if (this.expires && this.getToken) {
+      const left = this.expires.getTime() - Date.now()
+      this.scheduleRefresh(left - Math.min(left / 2, MAX_REFRESH_LEAD_MS))
+    }
+  }
+
+  /**
+   * closeCause returns what a session stream that failed with err failed
+   * for: when the session ended, or is ending, the `closed` error of the
+   * server's close code and reason; otherwise err.
+   * @param {unknown} err
+   */
+  async closeCause (err) {
+    if (!(err instanceof SignalChannelError) || (err.code !== 'reset' && err.code !== 'closed') || err.closeCode !== undefined) return err
+    let timer
+    const closed = await Promise.race([
+      this.closed,
+      new Promise((resolve) => { timer = setTimeout(resolve, CLOSE_WAIT_MS, null) })
+    ])
+    clearTimeout(timer)
+    return closed && closed.code ? closedError(closed.code, closed.reason) : err
+  }
+
+  /**
+   * refresh presents token, a fresh token for the session's sub, in band:
+   * the server moves the session's expiry to the new token's and applies
+   * its claims to the streams opened from now on; nothing is interrupted.
+   * It resolves with the new expiry (also in expires; meta is the new
+   * token's too). A token the server does not take rejects with
+   * `forbidden` and changes nothing; a token for another sub makes the
+   * server close the session with 4401, and rejects with that `closed`
+   * error. With options.getToken the channel refreshes by itself.
+   * @param {string} token
+   * @returns {Promise<Date>}
+   */
+  refresh (token) {
+    if (typeof token !== 'string' || token === '') return Promise.reject(new TypeError('refresh needs a token'))
+    const p = this.refreshing.then(() => this.hello(token))
+    this.refreshing = p.catch(() => {})
+    return p.then(() => {
+      if (!this.expires) throw new SignalChannelError('bad_reply', 'a refresh reply without an expiry')
+      return this.expires
+    })
+  }
+
+  /**
+   * scheduleRefresh arms the next refresh with getToken, ms from now, unless
+   * the session has ended. setTimeout's longest wait is taken in pieces.
+   * @param {number} ms
+   */
+  scheduleRefresh (ms) {
+    this.stopRefresh()
+    if (!this.getToken || this.session.closed) return
+    this.refreshDue = Date.now() + Math.max(ms, 0)
+    this.armRefresh()
+  }
+
+  armRefresh () {
+    const wait = Math.min(Math.max(this.refreshDue - Date.now(), 0), MAX_TIMER_MS)
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = null
+      if (Date.now() < this.refreshDue) this.armRefresh()
+      else this.autoRefresh()
+    }, wait)
+    // The timer alone keeps no process alive (Node; browsers return a number).
+    this.refreshTimer?.unref?.()
+  }
+
+  /** stopRefresh clears the timer of the next refresh. */
+  stopRefresh () {
+    if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
+    this.refreshTimer = null
+  }
+
+  /**
+   * autoRefresh gets a token from getToken and presents it; the reply
+   * schedules the next. On failure it tries again after a quarter of the
+   * time the token has left (at least MIN_REFRESH_RETRY_MS), while it lives.
+   */
+  async autoRefresh () {
+    try {
+      await this.refresh(await this.getToken())
+      return
+    } catch {}
+    if (this.session.closed || this.refreshTimer !== null || !this.expires) return
+    const left = this.expires.getTime() - Date.now()
+    if (left > 0) this.scheduleRefresh(Math.max(left / 4, MIN_REFRESH_RETRY_MS))
   }
 
   /**
@@ -289,6 +491,7 @@ export class Channel {
    * @param {string} [reason]
    */
   close (code = 1000, reason = '') {
+    this.stopRefresh()
     this.session.close(code, reason)
     return this.closed
   }

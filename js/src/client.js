@@ -24,13 +24,33 @@ const TRANSIENT_REFUSALS = new Set(['limit', 'timeout', 'internal'])
  * URL, and the next, with backoff, and rejoins its echo namespaces and
  * replicates its models again.
  *
+ * When no server answers it rejects with the error. When the servers refuse
+ * the session for now (4429 or 1013 for a limit, 1001 going away, 4401 when
+ * options.getToken can get another token) it dials again, with backoff,
+ * until one takes it or options.signal aborts.
+ *
  * @param {string | URL | Array<string | URL>} urls
  * @param {import('./index.js').ReconnectOptions} [options]
  * @returns {Promise<Client>}
  */
 export async function reconnect (urls, options = {}) {
   const c = new Client(Array.isArray(urls) ? urls : [urls], options)
-  await c.dial(options.signal)
+  const signal = options.signal ?? c.stopping.signal
+  try {
+    for (;;) {
+      try {
+        await c.dial(signal)
+        break
+      } catch (e) {
+        if (signal.aborted || !c.refusedForNow(e)) throw e
+      }
+      await c.pause(signal)
+      signal.throwIfAborted()
+    }
+  } catch (e) {
+    c.end(e)
+    throw e
+  }
   c.watch()
   return c
 }
@@ -44,7 +64,8 @@ export async function reconnect (urls, options = {}) {
  * stayed open for maxBackoff. A server that is shutting down (1001) is left
  * for the next URL at once; one that refuses the session (4429, 1013) is
  * dialled again after the backoff. 4401 ends the client, unless
- * options.getToken gives a new token for each dial.
+ * options.getToken gives a new token for each dial; each session also
+ * refreshes its token in band with it, before the token expires.
  *
  * Frames sent while disconnected are refused (`closed`); a model resyncs
  * through the scuttlebutt digest, so what changed on either side meanwhile
@@ -85,9 +106,14 @@ export class Client extends Emitter {
     this.closed = closed.promise
   }
 
-  /** dial tries every URL once, from the next one on, each with a new token from getToken. */
+  /**
+   * dial tries every URL once, from the next one on, each with a new token
+   * from getToken; the session then refreshes its token with getToken. When
+   * every URL failed it rejects with the first refusal that may pass
+   * (refusedForNow), else the first 4401, else the last error.
+   */
   async dial (signal = this.stopping.signal) {
-    let last
+    const errors = []
     for (let i = 0; i < this.urls.length; i++) {
       const url = this.urls[this.next % this.urls.length]
       try {
@@ -97,12 +123,30 @@ export class Client extends Emitter {
         this.emit('connect', String(url))
         return
       } catch (e) {
-        last = e
+        errors.push(e)
         this.next++
         if (signal?.aborted) break
       }
     }
-    throw last
+    throw errors.find((e) => this.refusedForNow(e)) ?? errors.find((e) => e?.closeCode === UNAUTHORIZED) ?? errors.at(-1)
+  }
+
+  /**
+   * refusedForNow reports whether err, from dial, is a refusal that may
+   * pass: a server at a limit (4429, 1013) or going away (1001), or refused
+   * credentials (4401) when getToken can get others.
+   * @param {unknown} err
+   */
+  refusedForNow (err) {
+    switch (err?.closeCode) {
+      case LIMIT:
+      case TRY_AGAIN_LATER:
+      case GOING_AWAY:
+        return true
+      case UNAUTHORIZED:
+        return this.getToken !== null
+    }
+    return false
   }
 
   setChannel (ch) {
@@ -138,7 +182,13 @@ export class Client extends Emitter {
         try {
           await this.dial()
           break
-        } catch {}
+        } catch (e) {
+          // Credentials refused, and no getToken for others: the end.
+          if (e?.closeCode === UNAUTHORIZED && !this.getToken && !this.ended) {
+            this.end(e)
+            this.resolveClosed({ code: e.closeCode, reason: e.closeReason ?? '' })
+          }
+        }
       }
       if (this.ended) {
         this.channel?.close()
@@ -150,15 +200,14 @@ export class Client extends Emitter {
   }
 
   /** pause waits the backoff, jittered, and doubles it for the next time. */
-  pause () {
+  pause (signal) {
     const b = this.backoff
     this.backoff = Math.min(2 * b, this.maxBackoff)
-    return this.sleep(jitter(b))
+    return this.sleep(jitter(b), signal)
   }
 
-  /** sleep waits ms, or until the client ends. */
-  sleep (ms) {
-    const signal = this.stopping.signal
+  /** sleep waits ms, or until signal aborts (by default: until the client ends). */
+  sleep (ms, signal = this.stopping.signal) {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer)

@@ -28,6 +28,14 @@ export interface ConnectOptions {
    * `access_token` query parameter otherwise.
    */
   token?: string
+  /**
+   * Gives a token: the one to connect with when `token` is absent, and the
+   * fresh ones the channel presents in band before its token expires (after
+   * `left - min(left / 2, 60 s)`, `left` the time until the token's exp; a
+   * failed refresh is tried again after `max(left / 4, 100 ms)` while the
+   * token lives).
+   */
+  getToken?: () => string | Promise<string>
   /** A WebSocket class to use instead of the global one or the `ws` package. */
   WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket
   /** Aborts connecting. */
@@ -40,7 +48,13 @@ export interface ConnectOptions {
   maxMessageBytes?: number
 }
 
-/** Connects to a signalchannel server's /v1/channel URL (ws:, wss:, http: or https:). */
+/**
+ * Connects to a signalchannel server's /v1/channel URL (ws:, wss:, http: or
+ * https:) and resolves once the server has said who the session is (id,
+ * meta, expires). A session the server closes instead (4401, 4429, ...)
+ * rejects with a `closed` SignalChannelError carrying the close code and
+ * reason.
+ */
 export function connect (url: string | URL, options?: ConnectOptions): Promise<Channel>
 
 export const SUBPROTOCOL: 'signalchannel.v1'
@@ -73,9 +87,10 @@ export interface ReconnectOptions extends ConnectOptions {
   maxBackoff?: number
   /**
    * Called before every dial, the first included, for the token to send
-   * instead of `token`. With it, a session closed with 4401 (a token
-   * expired, say) is dialled again, with backoff; without it, 4401 ends the
-   * client.
+   * instead of `token`; each session also refreshes its token with it, as
+   * ConnectOptions.getToken says. With it, a session closed or refused with
+   * 4401 (a token expired, say) is dialled again, with backoff; without it,
+   * 4401 ends the client.
    */
   getToken?: () => string | Promise<string>
 }
@@ -83,7 +98,10 @@ export interface ReconnectOptions extends ConnectOptions {
 /**
  * Connects to the first of urls that answers and keeps a session open: when
  * the server goes away it dials the next URL with backoff, rejoins its echo
- * namespaces and replicates its models again.
+ * namespaces and replicates its models again. While the servers refuse the
+ * first session for now (4429, 1013, 1001, or 4401 with getToken) it dials
+ * again with backoff until one takes it or `signal` aborts; any other
+ * failure (4401 without getToken, no server answering) rejects.
  */
 export function reconnect (urls: string | URL | Array<string | URL>, options?: ReconnectOptions): Promise<Client>
 
@@ -137,6 +155,26 @@ export class ReconnectingEcho implements AsyncIterable<Uint8Array> {
 export class Channel {
   /** The subprotocol the server selected. */
   readonly protocol: string
+  /**
+   * The session's peer id, which the server vouches for: the sub of its
+   * token, or an id the server assigned when it takes no credentials. A
+   * session acts only as itself: its relay `local` tokens and its keys in
+   * owned scuttlebutt namespaces are this id or begin with it and `/`.
+   */
+  readonly id: string
+  /** The public `meta` claim of the session's token, or null when it has none. */
+  readonly meta: { [key: string]: any } | null
+  /** When the session's token expires, or null on a server without credentials. */
+  readonly expires: Date | null
+  /**
+   * Presents a fresh token for the session's sub in band: the server moves
+   * the session's expiry to the new token's and applies its claims to the
+   * streams opened from now on. Resolves with the new expiry. A token the
+   * server does not take rejects with `forbidden` and changes nothing; one
+   * for another sub makes the server close the session with 4401, and
+   * rejects with that `closed` error.
+   */
+  refresh (token: string): Promise<Date>
   /** The yamux session. */
   readonly session: Session
   /** Resolves with the WebSocket close code and reason when the connection ends. */

@@ -185,8 +185,9 @@ export function caught (p) {
 /**
  * hs256Secret writes a shared secret for `serve -auth-secret-file` and
  * mints tokens for it (PROTOCOL.md section 7): mint(claims) signs claims,
- * token({sub, allow, ttl}) signs a token that expires ttl seconds from now
- * (negative: already expired). remove() deletes the file.
+ * token({sub, allow, ttl, ...claims}) signs a token that expires ttl
+ * seconds from now (negative: already expired), with any other claims
+ * (meta, own) as given. remove() deletes the file.
  */
 export function hs256Secret (secret = 'js-test-secret-'.repeat(4)) {
   const dir = mkdtempSync(path.join(tmpdir(), 'signalchannel-auth-'))
@@ -197,8 +198,8 @@ export function hs256Secret (secret = 'js-test-secret-'.repeat(4)) {
     const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`
     return `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`
   }
-  const token = ({ sub = 'js', allow = ['*:*'], ttl = 3600 } = {}) =>
-    mint({ sub, allow, exp: Math.floor(Date.now() / 1000) + ttl })
+  const token = ({ sub = 'js', allow = ['*:*'], ttl = 3600, ...claims } = {}) =>
+    mint({ sub, allow, exp: Math.floor(Date.now() / 1000) + ttl, ...claims })
   return { file, secret, mint, token, remove: () => rmSync(dir, { recursive: true, force: true }) }
 }
 

@@ -1,13 +1,14 @@
 // The reconnecting client against real servers: when one goes away the
 // client moves to the next, rejoins its echo namespaces and replicates its
-// models again; 4401 ends it unless it can get a new token; a rejoin the
-// server refuses for good ends that handle; a member refused for its publish
-// budget rejoins after a backoff.
+// models again; 4401 ends it unless it can get a new token (with one, its
+// sessions refresh their tokens in band: see identity.test.mjs); a rejoin
+// the server refuses for good ends that handle; a member refused for its
+// publish budget rejoins after a backoff.
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect, reconnect, Model } from '../src/index.js'
-import { startServer, serverFor, tokenServerFor, closeAfter, waitFor, within, caught, expectCode, metric, unique } from './helpers.mjs'
+import { startServer, serverFor, tokenServerFor, hs256Secret, closeAfter, waitFor, within, caught, expectCode, metric, unique } from './helpers.mjs'
 
 const dec = new TextDecoder()
 
@@ -114,15 +115,19 @@ test('close() ends the client: closed resolves with 1000, calls reject with clos
 })
 
 test('a rejoin refused for good ends that member; the client goes on', async (t) => {
-  const { srv, secret } = await tokenServerFor(t)
-  // The first token allows room-*, expires in 2 s; the next ones allow only other-*.
+  const secret = hs256Secret()
+  t.after(() => secret.remove())
+  const a = await serverFor(t, ['-auth-secret-file', secret.file])
+  const b = await serverFor(t, ['-auth-secret-file', secret.file])
+  // The first token, for a, allows room-*; the next ones, for b, only other-*.
   let calls = 0
   const getToken = () => ++calls === 1
-    ? secret.token({ allow: ['echo:room-*'], ttl: 2 })
+    ? secret.token({ allow: ['echo:room-*'] })
     : secret.token({ allow: ['echo:other-*'] })
-  const client = closeAfter(t, await reconnect(srv.url, { getToken, minBackoff: 10 }))
+  const client = closeAfter(t, await reconnect([a.url, b.url], { getToken, minBackoff: 10 }))
   const room = await client.echo('room-1')
   const reconnected = new Promise((resolve) => client.once('connect', resolve))
+  await a.stop() // 1001: the client moves to b
   const err = await within(expectCode(room.recv(), 'forbidden'), 15_000, 'the member\'s end')
   assert.match(err.message, /echo:room-1/)
   await expectCode(room.send('x'), 'forbidden')

@@ -88,7 +88,8 @@ test('timeout: no header within -header-timeout', () => withServer(['-header-tim
   assert.equal(dec.decode(await e.recv()), 'x')
 }))
 
-test('100 concurrent streams on one connection', () => withServer(['-max-streams', '128'], async (srv, dial) => {
+// connect's session stream is one more open in the same second.
+test('100 concurrent streams on one connection', () => withServer(['-max-streams', '128', '-max-stream-opens-per-second', '128'], async (srv, dial) => {
   const ch = await dial()
   const n = 100
   const t0 = performance.now()
@@ -145,26 +146,35 @@ test('the token goes in the Authorization header with ws, in access_token otherw
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (p) => [...p][0] })
   await new Promise((resolve) => wss.once('listening', resolve))
   const seen = []
-  wss.on('connection', (sock, req) => seen.push({ url: req.url, auth: req.headers.authorization, proto: sock.protocol }))
+  // The server notes what arrived and closes: connect rejects with its code.
+  wss.on('connection', (sock, req) => {
+    seen.push({ url: req.url, auth: req.headers.authorization, proto: sock.protocol })
+    sock.close(4000, 'seen')
+  })
   const base = `ws://127.0.0.1:${wss.address().port}/v1/channel`
+  const refused = async (p) => {
+    const err = await within(expectCode(p, 'closed'), 5000, 'connect')
+    assert.equal(err.closeCode, 4000)
+    assert.equal(err.closeReason, 'seen')
+  }
   try {
-    const a = await connect(base, { token: 'tok-1' })
+    await refused(connect(base, { token: 'tok-1' }))
     class BrowserLike extends WS {
       constructor (url, protocols) { super(url, protocols) }
     }
-    const b = await connect(base, { token: 'tok 2&x', WebSocket: BrowserLike })
-    const c = await connect(base.replace('ws:', 'http:'))
-    await waitFor(() => seen.length === 3, { message: 'three connections' })
+    await refused(connect(base, { token: 'tok 2&x', WebSocket: BrowserLike }))
+    await refused(connect(base.replace('ws:', 'http:')))
+    // getToken gives the token when there is none.
+    await refused(connect(base, { getToken: async () => 'tok-3' }))
+    assert.equal(seen.length, 4)
     const byAuth = seen.find((s) => s.auth)
     assert.equal(byAuth.auth, 'Bearer tok-1')
     assert.equal(byAuth.url, '/v1/channel')
     const byQuery = seen.find((s) => s.url.includes('access_token'))
     assert.equal(new URL(byQuery.url, 'http://x').searchParams.get('access_token'), 'tok 2&x')
     assert.equal(byQuery.auth, undefined)
+    assert.equal(seen[3].auth, 'Bearer tok-3')
     for (const s of seen) assert.equal(s.proto, 'signalchannel.v1')
-    a.close()
-    b.close()
-    c.close()
   } finally {
     for (const c of wss.clients) c.terminate()
     await new Promise((resolve) => wss.close(resolve))
@@ -211,14 +221,13 @@ test('credentials: a token opens what it allows; none is closed with 4401', asyn
       const e = await expectCode(ch.echo('lobby'), 'forbidden')
       assert.match(e.message, /echo:lobby/)
 
-      const anon = await dial()
-      const closed = await within(anon.closed, 5000, 'close of an unauthenticated session')
-      assert.equal(closed.code, 4401)
-      assert.equal(closed.reason, 'missing credentials')
-      const bad = await dial({ token: token.slice(0, -4) + 'AAAA' })
-      const badClosed = await within(bad.closed, 5000, 'close of a forged token')
-      assert.equal(badClosed.code, 4401)
-      assert.match(badClosed.reason, /^invalid token/)
+      // connect rejects with the close code and reason of a refused session.
+      const anon = await within(expectCode(dial(), 'closed'), 5000, 'close of an unauthenticated session')
+      assert.equal(anon.closeCode, 4401)
+      assert.equal(anon.closeReason, 'missing credentials')
+      const bad = await within(expectCode(dial({ token: token.slice(0, -4) + 'AAAA' }), 'closed'), 5000, 'close of a forged token')
+      assert.equal(bad.closeCode, 4401)
+      assert.match(bad.closeReason, /^invalid token/)
     })
   } finally {
     await rm(dir, { recursive: true, force: true })

@@ -40,6 +40,25 @@ export async function usage (token: string): Promise<void> {
   void code
 }
 
+export async function identity (fetchToken: () => Promise<string>): Promise<void> {
+  const ch = await connect('ws://127.0.0.1:8080/v1/channel', { getToken: fetchToken })
+  const id: string = ch.id
+  const name: unknown = ch.meta?.name
+  const expires: Date | null = ch.expires
+  void name
+  void expires
+  const next: Date = await ch.refresh(await fetchToken())
+  void next.getTime()
+  try {
+    await ch.refresh('an expired token')
+  } catch (e) {
+    if (e instanceof SignalChannelError && e.code === 'forbidden') void e.message
+  }
+  const pipe = await ch.relay('calls', `${id}/call-1`, 'bob/call-1')
+  pipe.reset()
+  await ch.close()
+}
+
 export async function reconnecting (fetchToken: () => Promise<string>): Promise<void> {
   const client = await reconnect(['ws://a.example:8080/v1/channel', 'ws://b.example:8080/v1/channel'], { getToken: fetchToken })
   client.on('disconnect', ({ code, reason }) => { void code; void reason })
