@@ -16,6 +16,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/client"
+	"github.com/signalchannel/signalchannel/channel/server"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -263,7 +264,7 @@ func TestTokensEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := run(context.Background(), []string{"token", "-auth-private-key-file", priv, "-sub", "alice", "-allow", "echo:room-*", "-ttl", "1h"}, &out, io.Discard, nil); err != nil {
+	if err := run(context.Background(), []string{"token", "-auth-private-key-file", priv, "-sub", "alice", "-allow", "echo:room-*", "-allow", "relay:*", "-own", "scuttlebutt:presence", "-meta", `{"name":"Alice"}`, "-ttl", "1h"}, &out, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
 	tok := strings.TrimSpace(out.String())
@@ -276,8 +277,16 @@ func TestTokensEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if s.ID() != "alice" || string(s.Meta()) != `{"name":"Alice"}` {
+		t.Fatalf("id %q meta %s, want the token's", s.ID(), s.Meta())
+	}
 	if _, err := s.Echo(ctx, "room-1"); err != nil {
 		t.Fatal(err)
+	}
+	// Ownership is on with credentials: a relay only as alice.
+	_, err = s.Relay(ctx, "calls", "bob", "carol")
+	if perr := (*channel.Error)(nil); !errors.As(err, &perr) || perr.Code != channel.CodeForbidden {
+		t.Fatalf("relay as bob: %v, want forbidden", err)
 	}
 	_, err = s.Echo(ctx, "lobby")
 	var perr *channel.Error
@@ -463,5 +472,32 @@ func waitMetric(t *testing.T, addr, want string) {
 			t.Fatalf("/metrics lacks %q", want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// -ownership and -owned: their values, their env twins, and the faults.
+func TestOwnershipFlags(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"-ownership maybe", `-ownership "maybe": want auto, on or off`},
+		{"-owned presence", `-owned: auth: bad allow pattern: "presence" has no ':'`},
+	} {
+		_, err := parseFlags(strings.Fields(c.args), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.args, err, c.want)
+		}
+	}
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || o.channel.Ownership != server.OwnershipAuto || o.channel.Owned != nil {
+		t.Fatalf("defaults: %v, %v %v", err, o.channel.Ownership, o.channel.Owned)
+	}
+	t.Setenv("SIGNALCHANNEL_OWNERSHIP", "on")
+	t.Setenv("SIGNALCHANNEL_OWNED", "scuttlebutt:presence, scuttlebutt:room-*")
+	o, err = parseFlags(nil, io.Discard)
+	if err != nil || o.channel.Ownership != server.OwnershipOn || strings.Join(o.channel.Owned, " ") != "scuttlebutt:presence scuttlebutt:room-*" {
+		t.Fatalf("from the environment: %v, %v %q", err, o.channel.Ownership, o.channel.Owned)
+	}
+	o, err = parseFlags([]string{"-ownership", "off"}, io.Discard)
+	if err != nil || o.channel.Ownership != server.OwnershipOff {
+		t.Fatalf("the flag over the environment: %v, %v", err, o.channel.Ownership)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,9 @@ func token(args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("ttl", time.Hour, "how long the token lives")
 	var allow listFlag
 	fs.Var(&allow, "allow", "an endpoint:namespace-pattern the token allows, e.g. 'echo:room-*' (repeatable)")
+	var own listFlag
+	fs.Var(&own, "own", "an endpoint:namespace-pattern where the peer may write only its own keys, e.g. 'scuttlebutt:presence' (repeatable)")
+	meta := fs.String("meta", "", `public peer metadata the server hands to others with the id: a JSON object, e.g. '{"name":"Alice"}'`)
 	secretFile := fs.String("auth-secret-file", "", "sign with HS256 and the secret in this file")
 	privateFile := fs.String("auth-private-key-file", "", "sign with EdDSA and this Ed25519 private key (PEM)")
 	if err := fs.Parse(args); err != nil {
@@ -45,7 +49,15 @@ func token(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
-	tok, err := auth.Mint(key, auth.Grant{Subject: *sub, Allow: allow, TTL: *ttl})
+	g := auth.Grant{Subject: *sub, Allow: allow, Own: own, TTL: *ttl}
+	if *meta != "" {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(*meta), &m); err != nil || m == nil {
+			return fmt.Errorf("token: -meta must be a JSON object such as '{\"name\":\"Alice\"}'")
+		}
+		g.Meta = json.RawMessage(*meta)
+	}
+	tok, err := auth.Mint(key, g)
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
