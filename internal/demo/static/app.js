@@ -9,7 +9,7 @@
 //                    cannot succeed, so the relay carries the data
 //   timeout=MS       how long to wait for a direct connection (default 5000)
 
-import { connect, createId } from './signalchannel/index.js'
+import { connect } from './signalchannel/index.js'
 
 const params = new URLSearchParams(location.search)
 const room = params.get('room') || 'lobby'
@@ -19,7 +19,8 @@ const serverURL = params.get('server') || new URL('/v1/channel', location.href).
 const token = params.get('token') || undefined
 
 const namespace = 'webrtc-demo/' + room
-const me = createId().slice(0, 12)
+/** This peer's id, which the server vouches for (ch.id): its relay token and presence key. */
+let me = ''
 const joined = Date.now()
 
 const $ = (id) => document.getElementById(id)
@@ -67,10 +68,11 @@ function addMessage (text, from, via) {
 
 async function main () {
   $('room').textContent = room
-  $('self').textContent = me
   showPath('none')
   setStatus('connecting to the server')
   ch = await connect(serverURL, { token })
+  me = ch.id
+  $('self').textContent = me
   ch.closed.then(({ code, reason }) => {
     setStatus(`disconnected from the server (${code}${reason ? ' ' + reason : ''})`)
     showPath('none')
