@@ -91,7 +91,8 @@ func startIdentityServers(t *testing.T, n int, credentials bool) identityServers
 		t.Helper()
 		var opts client.DialOptions
 		if credentials {
-			tok, err := auth.Mint(sctest.TestSecret, auth.Grant{Subject: name, Allow: []string{"*:*"}, Own: []string{"scuttlebutt:" + presence}, TTL: time.Hour})
+			tok, err := auth.Mint(sctest.TestSecret, auth.Grant{Subject: name, Allow: []string{"*:*"}, Own: []string{"scuttlebutt:" + presence},
+				Meta: map[string]string{"name": strings.ToUpper(name[:1]) + name[1:]}, TTL: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -304,6 +305,15 @@ func forgery(t *testing.T, ids identityServers) {
 		t.Fatal(err)
 	}
 	sctest.ExpectRead(t, bc, "hello bob")
+	// Each side learns who is at the other end, as the servers vouch.
+	for _, c := range []struct {
+		conn *client.RelayConn
+		want *client.Session
+	}{{ac, bob}, {bc, alice}} {
+		if p := c.conn.Peer(); p.ID != c.want.ID() || string(p.Meta) != string(c.want.Meta()) {
+			t.Fatalf("partner %q %s, want %q %s", p.ID, p.Meta, c.want.ID(), c.want.Meta())
+		}
+	}
 	// A pipe of its own: local may be the id and more after "/".
 	go func() {
 		c, err := bob.Relay(sctest.Ctx(t), "call", b+"/video", a+"/video")

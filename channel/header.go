@@ -43,6 +43,9 @@ type Header struct {
 	Ephemeral bool `json:"ephemeral,omitempty"`
 	// Token is a fresh credential for the session (session endpoint only).
 	Token string `json:"token,omitempty"`
+	// Peer asks the relay endpoint to name the partner in its open reply
+	// (PROTOCOL.md section 9).
+	Peer bool `json:"peer,omitempty"`
 
 	Raw json.RawMessage `json:"-"`
 }
@@ -54,6 +57,7 @@ type wireHeader struct {
 	Local     *string `json:"local"`
 	Remote    *string `json:"remote"`
 	Ephemeral *bool   `json:"ephemeral"`
+	Peer      *bool   `json:"peer"`
 	// Token is decoded for the session endpoint only: elsewhere it is an
 	// unknown field, ignored.
 	Token json.RawMessage `json:"token"`
@@ -120,6 +124,9 @@ func ParseHeader(line []byte, knownEndpoint func(string) bool) (Header, *Error) 
 	if w.Ephemeral != nil {
 		h.Ephemeral = *w.Ephemeral
 	}
+	if w.Peer != nil {
+		h.Peer = *w.Peer
+	}
 	if h.Endpoint == EndpointRelay {
 		for _, tok := range []struct {
 			name string
@@ -163,7 +170,7 @@ func checkName(what, v string, max int) string {
 }
 
 func jsonKind(field string) string {
-	if field == "ephemeral" {
+	if field == "ephemeral" || field == "peer" {
 		return "boolean"
 	}
 	return "string"
@@ -231,6 +238,9 @@ type Reply struct {
 	// Open and Limit come from the relay endpoint once paired.
 	Open  bool        `json:"open,omitempty"`
 	Limit *RelayLimit `json:"limit,omitempty"`
+	// Peer comes from the relay endpoint once paired: who is at the other
+	// end.
+	Peer *PeerInfo `json:"peer,omitempty"`
 
 	Error *Error `json:"error,omitempty"`
 

@@ -38,3 +38,11 @@ type SessionInfo struct {
 	// fresh token arrives first.
 	Exp int64 `json:"exp,omitempty"`
 }
+
+// PeerInfo names a peer as the server vouches for it: its id and the public
+// metadata of its token. The relay endpoint's open reply carries the
+// partner's as "peer".
+type PeerInfo struct {
+	ID   string          `json:"id"`
+	Meta json.RawMessage `json:"meta,omitempty"`
+}

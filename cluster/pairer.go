@@ -212,6 +212,10 @@ type proposal struct {
 	Node string    `json:"node"`
 	Key  relay.Key `json:"key"` // the proposer's key
 	Pipe string    `json:"pipe"`
+	// Peer and Meta name the proposing stream's peer (relay.Identified),
+	// which its node vouches for.
+	Peer string          `json:"peer,omitempty"`
+	Meta json.RawMessage `json:"meta,omitempty"`
 }
 
 // acceptance answers a proposal.
@@ -219,6 +223,9 @@ type acceptance struct {
 	OK     bool   `json:"ok"`
 	Reason string `json:"reason,omitempty"` // "gone", "conflict", "limit"
 	Pipe   string `json:"pipe,omitempty"`
+	// Peer and Meta name the accepting stream's peer.
+	Peer string          `json:"peer,omitempty"`
+	Meta json.RawMessage `json:"meta,omitempty"`
 }
 
 // NewPairer validates cfg and returns a Pairer on node n, with its sweeper
@@ -600,7 +607,9 @@ func (p *Pairer) onHello(m *nats.Msg) {
 // it accepts. It runs in a goroutine of its own, which then runs the pair.
 func (p *Pairer) propose(e *entry, pp *pipe, node, to string) {
 	defer p.wg.Done()
-	req, _ := json.Marshal(proposal{To: to, From: e.id, Node: p.node.id, Key: e.key, Pipe: pp.id})
+	prop := proposal{To: to, From: e.id, Node: p.node.id, Key: e.key, Pipe: pp.id}
+	prop.Peer, prop.Meta = relay.IdentityOf(e.s)
+	req, _ := json.Marshal(prop)
 	var ans acceptance
 	msg, err := p.node.nc.Request(p.node.subj.nodeRelay(node), req, p.node.cfg.RequestTimeout)
 	if err == nil {
@@ -639,6 +648,7 @@ func (p *Pairer) propose(e *entry, pp *pipe, node, to string) {
 		return
 	}
 	pp.connect(ans.Pipe)
+	pp.setPeer(ans.Peer, ans.Meta)
 	if e.state == stLeaving {
 		p.pairs--
 		p.finishLocked(e, result{err: e.leaveErr})
@@ -710,6 +720,7 @@ func (p *Pairer) accept(prop proposal) acceptance {
 		return acceptance{Reason: "gone"}
 	}
 	pp.connect(prop.Pipe)
+	pp.setPeer(prop.Peer, prop.Meta)
 	l, err := relay.NewLink(t.s, pp, p.cfg.Limits)
 	if err != nil {
 		delete(p.pipes, pp.id)
@@ -722,7 +733,9 @@ func (p *Pairer) accept(prop proposal) acceptance {
 	pr := &pair{keys: [2]relay.Key{t.key, t.key.Mirror()}, link: l, pipe: pp, entries: []*entry{t}}
 	p.openLocked(pr)
 	t.result <- result{link: l}
-	return acceptance{OK: true, Pipe: pp.id}
+	ans := acceptance{OK: true, Pipe: pp.id}
+	ans.Peer, ans.Meta = relay.IdentityOf(t.s)
+	return ans
 }
 
 // rescheduleLocked sets e's next hello after d (the backoff when d is 0).

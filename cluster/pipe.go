@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -45,6 +46,8 @@ type pipe struct {
 	chunk  int
 
 	mu           sync.Mutex
+	peerID       string          // the remote stream's peer, as its node vouches
+	peerMeta     json.RawMessage // and its public metadata
 	peerNode     string
 	peerSubj     string // "" until the other end is known
 	chunks       [][]byte
@@ -76,6 +79,22 @@ const (
 
 // newPipe creates and subscribes this node's end of a pipe to peerNode.
 // Called with p.mu held: it registers the pipe.
+// setPeer records who the remote stream belongs to, as its node said.
+func (pp *pipe) setPeer(id string, meta json.RawMessage) {
+	pp.mu.Lock()
+	pp.peerID, pp.peerMeta = id, meta
+	pp.mu.Unlock()
+}
+
+// PeerIdentity implements relay.Identified: the remote stream's peer.
+func (pp *pipe) PeerIdentity() (string, json.RawMessage) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.peerID, pp.peerMeta
+}
+
+var _ relay.Identified = (*pipe)(nil)
+
 func (p *Pairer) newPipeLocked(peerNode string) (*pipe, error) {
 	now := time.Now()
 	pp := &pipe{

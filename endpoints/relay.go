@@ -160,6 +160,7 @@ func (r *Relay) Stats() relay.Stats {
 type relayReply struct {
 	Open  bool               `json:"open"`
 	Limit channel.RelayLimit `json:"limit"`
+	Peer  *channel.PeerInfo  `json:"peer,omitempty"`
 }
 
 // ServeStream implements server.Endpoint. It waits for the partner, sends
@@ -184,6 +185,9 @@ func (r *Relay) ServeStream(ctx context.Context, s *server.Stream, req *server.R
 	}
 	lim := link.Limits()
 	reply := relayReply{Open: true, Limit: channel.RelayLimit{Bytes: lim.Bytes, Seconds: announcedSeconds(lim.Lifetime)}}
+	if id, meta := relay.IdentityOf(link.Partner(s)); id != "" && h.Peer {
+		reply.Peer = &channel.PeerInfo{ID: id, Meta: meta}
+	}
 	if err := s.Accept(reply); err != nil {
 		link.Reset() // the partner's Run returns ErrReset
 		return

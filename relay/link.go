@@ -150,6 +150,18 @@ func (l *Link) Err() error {
 	}
 }
 
+// Partner returns the stream self is paired with, or nil when self is not
+// one of the link's two.
+func (l *Link) Partner(self Stream) Stream {
+	switch self {
+	case l.a:
+		return l.b
+	case l.b:
+		return l.a
+	}
+	return nil
+}
+
 // Limits returns the link's caps, for the open reply.
 func (l *Link) Limits() Limits { return l.lim }
 

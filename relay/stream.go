@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/json"
 	"io"
 	"time"
 )
@@ -34,4 +35,21 @@ type Stream interface {
 	// stays usable. While it runs, a Link sets its own read deadlines.
 	SetReadDeadline(t time.Time) error
 	SetWriteDeadline(t time.Time) error
+}
+
+// Identified is what a Stream may also implement to name the peer it
+// belongs to: its peer id, which its server vouches for, and the public
+// metadata of its credentials (nil when none). The relay endpoint tells each
+// side of a pair who is at the other end (Link.Partner).
+type Identified interface {
+	PeerIdentity() (id string, meta json.RawMessage)
+}
+
+// IdentityOf returns the peer id and metadata of s, or "" and nil when s
+// does not name its peer.
+func IdentityOf(s Stream) (string, json.RawMessage) {
+	if i, ok := s.(Identified); ok {
+		return i.PeerIdentity()
+	}
+	return "", nil
 }

@@ -14,6 +14,7 @@ type relayHeader struct {
 	Namespace string `json:"namespace"`
 	Local     string `json:"local"`
 	Remote    string `json:"remote"`
+	Peer      bool   `json:"peer"` // name the partner in the open reply
 }
 
 // Relay opens a relay stream (PROTOCOL.md section 5) with the tokens local
@@ -26,7 +27,7 @@ type relayHeader struct {
 // that the server forgets it at once. A failure reply (conflict, limit,
 // bad_token, ...) is returned as an *Error.
 func (s *Session) Relay(ctx context.Context, namespace, local, remote string) (*RelayConn, error) {
-	st, reply, err := s.Open(ctx, relayHeader{Endpoint: channel.EndpointRelay, Namespace: namespace, Local: local, Remote: remote})
+	st, reply, err := s.Open(ctx, relayHeader{Endpoint: channel.EndpointRelay, Namespace: namespace, Local: local, Remote: remote, Peer: true})
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +39,9 @@ func (s *Session) Relay(ctx context.Context, namespace, local, remote string) (*
 	c := &RelayConn{Stream: st}
 	if reply.Limit != nil {
 		c.limit = *reply.Limit
+	}
+	if reply.Peer != nil {
+		c.peer = *reply.Peer
 	}
 	return c, nil
 }
@@ -55,7 +59,13 @@ func (s *Session) Relay(ctx context.Context, namespace, local, remote string) (*
 type RelayConn struct {
 	*Stream
 	limit channel.RelayLimit
+	peer  channel.PeerInfo
 }
+
+// Peer returns who is at the other end, as the server vouches for it: the
+// partner's peer id and the public metadata of its token (PROTOCOL.md
+// section 9). Its ID is "" against a server that does not say.
+func (c *RelayConn) Peer() channel.PeerInfo { return c.peer }
 
 // Limit returns the caps the server announced for this pair: bytes per
 // direction and lifetime in seconds, 0 meaning no cap. Past either, the

@@ -247,6 +247,7 @@ func (s *session) serveStream(st *Stream) {
 			return
 		}
 	}
+	st.req = req
 	n := s.h.byEndpoint[hdr.Endpoint]
 	n.Add(1)
 	st.detached = func() {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
 	"sync"
@@ -29,6 +30,17 @@ type Stream struct {
 	// that read it inline is done; inline reports that it was called.
 	detached func()
 	inline   atomic.Bool
+	req      *Request // set before the endpoint runs
+}
+
+// PeerIdentity returns the peer id of the stream's session and the public
+// metadata of its token (nil when none), as the endpoint's Request has
+// them: "" before the header was read.
+func (s *Stream) PeerIdentity() (id string, meta json.RawMessage) {
+	if s.req == nil {
+		return "", nil
+	}
+	return s.req.Peer, s.req.Meta
 }
 
 // ReadInline hands the reading of the stream to its session, so that a

@@ -434,7 +434,7 @@ export class Channel {
    * @param {{signal?: AbortSignal}} [options]
    */
   async relay (namespace, local, remote, options = {}) {
-    const { stream, reader, reply } = await this.open({ endpoint: 'relay', namespace, local, remote }, options)
+    const { stream, reader, reply } = await this.open({ endpoint: 'relay', namespace, local, remote, peer: true }, options)
     if (reply.open !== true) {
       stream.reset()
       throw new SignalChannelError('bad_reply', 'relay reply without "open":true')

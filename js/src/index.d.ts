@@ -230,6 +230,8 @@ export class Relay {
   readonly stream: Stream
   /** The pair's caps: bytes per direction, lifetime in seconds; 0 means no cap. */
   readonly limit: { bytes: number, seconds: number }
+  /** Who is at the other end, as the server vouches for it: the partner's peer id and its token's meta (null when none). */
+  readonly peer: { id: string, meta: Record<string, any> | null }
   /** The partner's bytes. Cancelling it resets the stream. */
   readonly readable: ReadableStream<Uint8Array>
   /** Bytes for the partner. close() half-closes (FIN); abort() resets (RST). */

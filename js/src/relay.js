@@ -15,13 +15,19 @@ export class Relay {
    * @param {string} namespace
    * @param {import('./yamux.js').Stream} stream
    * @param {import('./bytes.js').ByteReader} reader
-   * @param {{limit?: {bytes: number, seconds: number}}} reply
+   * @param {{limit?: {bytes: number, seconds: number}, peer?: {id: string, meta?: Record<string, any>}}} reply
    */
   constructor (namespace, stream, reader, reply) {
     this.namespace = namespace
     this.stream = stream
     /** limit is the pair's caps: bytes per direction and lifetime in seconds (0: no cap). */
     this.limit = { bytes: reply.limit?.bytes ?? 0, seconds: reply.limit?.seconds ?? 0 }
+    /**
+     * peer is who is at the other end, as the server vouches for it: the
+     * partner's peer id and the public meta claim of its token (null when
+     * none); id is '' against a server that does not say.
+     */
+    this.peer = { id: typeof reply.peer?.id === 'string' ? reply.peer.id : '', meta: reply.peer?.meta ?? null }
 
     /** @type {ReadableStream<Uint8Array>} */
     this.readable = new ReadableStream({

@@ -154,7 +154,7 @@ test('getToken for another sub: the channel\'s own refresh ends the session with
 
 test('ownership: a relay pairs only with local tokens of the session\'s own id', async (t) => {
   const { srv, secret } = await tokenServerFor(t)
-  const alice = closeAfter(t, await connect(srv.url, { token: secret.token({ sub: 'alice' }) }))
+  const alice = closeAfter(t, await connect(srv.url, { token: secret.token({ sub: 'alice', meta: { name: 'Alice' } }) }))
   const bob = closeAfter(t, await connect(srv.url, { token: secret.token({ sub: 'bob' }) }))
   const err = await expectCode(alice.relay('calls', 'bob/x', 'alice/x'), 'forbidden')
   assert.match(err.message, /"local" must be "alice"/)
@@ -164,6 +164,9 @@ test('ownership: a relay pairs only with local tokens of the session\'s own id',
     alice.relay('calls', alice.id + '/x', bob.id + '/x'),
     bob.relay('calls', bob.id + '/x', alice.id + '/x')
   ]), 10_000, 'the pairing')
+  // Each side learns who is at the other end.
+  assert.deepEqual(a.peer, { id: 'bob', meta: null })
+  assert.deepEqual(b.peer, { id: 'alice', meta: { name: 'Alice' } })
   const w = a.writable.getWriter()
   await w.write('offer')
   await w.close()
