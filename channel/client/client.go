@@ -85,8 +85,8 @@ type Session struct {
 	mux           *mux.Session
 	local, remote net.Addr
 	log           *slog.Logger
-	done          chan struct{} // closed by run
-	ctx           context.Context
+	done          chan struct{}      // closed by run
+	ctx           context.Context    // with a TokenFunc only: the refreshes' context
 	cancel        context.CancelFunc // by run, when the session has ended
 	// Subprotocol is the WebSocket subprotocol the server selected.
 	Subprotocol string
@@ -151,7 +151,9 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		tokenFunc:   opts.TokenFunc,
 		timeout:     opts.WriteTimeout,
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if s.tokenFunc != nil { // refreshes run under it; a session without one holds none
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+	}
 	s.mux = mux.New(conn, mux.Config{
 		Client:       true,
 		KeepAlive:    opts.KeepAliveInterval,
@@ -297,7 +299,9 @@ func (s *Session) autoRefresh() {
 func (s *Session) run() {
 	err := s.mux.Run()
 	s.conn.WS.Close()
-	s.cancel()
+	if s.cancel != nil {
+		s.cancel()
+	}
 	s.refreshMu.Lock()
 	if s.refresher != nil {
 		s.refresher.Stop()

@@ -41,9 +41,10 @@ type session struct {
 	pings        rateMeter
 	opens        rateMeter
 	headerErrors atomic.Int64
-	claims       atomic.Pointer[auth.Claims] // nil on an open server; replaced by a refresh
-	refreshMu    sync.Mutex                  // serialises refreshes
-	expiry       *time.Timer                 // closes the session when the token expires
+	claims       atomic.Pointer[auth.Claims]      // nil on an open server; replaced by a refresh
+	who          atomic.Pointer[channel.PeerInfo] // who the session is; replaced by a refresh
+	refreshMu    sync.Mutex                       // serialises refreshes
+	expiry       *time.Timer                      // closes the session when the token expires
 }
 
 func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
@@ -60,6 +61,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 		log = log.With("sub", claims.Subject)
 		s.log = log
 	}
+	s.who.Store(s.identity(claims))
 
 	h.mu.Lock()
 	if h.closed {
@@ -226,10 +228,8 @@ func (s *session) serveStream(st *Stream) {
 		s.finish(st, channel.Errorf(channel.CodeForbidden, "the token of %q does not allow %s:%s", channel.Clip(c.Subject), hdr.Endpoint, channel.Clip(hdr.Namespace)))
 		return
 	}
-	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote, Peer: s.peerID(c)}
-	if c != nil {
-		req.Meta = c.Meta
-	}
+	peer := s.who.Load()
+	req := &Request{Header: hdr, SessionID: s.id, RemoteAddr: s.remote, Peer: peer.ID, Meta: peer.Meta}
 	if s.h.enforce && (hdr.Endpoint == channel.EndpointRelay || auth.MatchAny(s.h.owned, hdr.Endpoint, hdr.Namespace) || c.Owns(hdr.Endpoint, hdr.Namespace)) {
 		req.Owner = req.Peer
 	}
@@ -247,7 +247,7 @@ func (s *session) serveStream(st *Stream) {
 			return
 		}
 	}
-	st.req = req
+	st.peer = peer
 	n := s.h.byEndpoint[hdr.Endpoint]
 	n.Add(1)
 	st.detached = func() {
@@ -272,14 +272,14 @@ func (s *session) serveStream(st *Stream) {
 	st.Close()
 }
 
-// peerID returns the session's peer id: the sub of its claims c, or the
-// session id the server drew (a random UUID) on a server without
-// credentials.
-func (s *session) peerID(c *auth.Claims) string {
+// identity returns who the session is under claims c: the sub and meta of
+// c, or, on a server without credentials, the session id the server drew
+// (a random UUID) and no meta.
+func (s *session) identity(c *auth.Claims) *channel.PeerInfo {
 	if c != nil {
-		return c.Subject
+		return &channel.PeerInfo{ID: c.Subject, Meta: c.Meta}
 	}
-	return s.id
+	return &channel.PeerInfo{ID: s.id}
 }
 
 // serveSession answers a stream of the session endpoint: it takes the
@@ -303,9 +303,10 @@ func (s *session) serveSession(st *Stream, hdr *channel.Header, release func()) 
 		st.Reject(reply)
 	} else {
 		c := s.claims.Load()
-		info := channel.SessionInfo{ID: s.peerID(c)}
+		who := s.who.Load()
+		info := channel.SessionInfo{ID: who.ID, Meta: who.Meta}
 		if c != nil {
-			info.Meta, info.Exp = c.Meta, c.ExpiresAt.Unix()
+			info.Exp = c.ExpiresAt.Unix()
 		}
 		if st.Accept(info) != nil {
 			st.Reset()
@@ -338,6 +339,7 @@ func (s *session) refresh(token string) (e *channel.Error, closed bool) {
 		return nil, true
 	}
 	s.claims.Store(c)
+	s.who.Store(s.identity(c))
 	s.expiry.Reset(time.Until(c.ValidUntil))
 	s.log.Debug("token refreshed", "exp", c.ExpiresAt)
 	return nil, false

@@ -30,17 +30,17 @@ type Stream struct {
 	// that read it inline is done; inline reports that it was called.
 	detached func()
 	inline   atomic.Bool
-	req      *Request // set before the endpoint runs
+	peer     *channel.PeerInfo // the session's, when the header was read; shared, read-only
 }
 
 // PeerIdentity returns the peer id of the stream's session and the public
-// metadata of its token (nil when none), as the endpoint's Request has
-// them: "" before the header was read.
+// metadata of its token (nil when none), as they were when the stream's
+// header was read: "" before.
 func (s *Stream) PeerIdentity() (id string, meta json.RawMessage) {
-	if s.req == nil {
+	if s.peer == nil {
 		return "", nil
 	}
-	return s.req.Peer, s.req.Meta
+	return s.peer.ID, s.peer.Meta
 }
 
 // ReadInline hands the reading of the stream to its session, so that a
