@@ -80,6 +80,16 @@ func (c *Call) Peer() channel.PeerInfo { return c.peer }
 // negotiation: the side whose id is the greater byte string.
 func (c *Call) Polite() bool { return c.polite }
 
+// ended reports whether the call's pipe has ended.
+func (c *Call) ended() bool {
+	select {
+	case <-c.conn.Done():
+		return true
+	default:
+		return false
+	}
+}
+
 // Done is closed when the call's pipe has ended: reset by either side, or
 // its session gone.
 func (c *Call) Done() <-chan struct{} { return c.conn.Done() }

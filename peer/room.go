@@ -81,6 +81,7 @@ type Room struct {
 	seen     map[string]bool      // call keys already handled
 	requests map[string]*Request  // undecided, by caller id
 	calls    map[*Call]struct{}
+	byPeer   map[string]*Call // the call with each member, at most one
 }
 
 // outgoing is a call this member placed that has no answer yet.
@@ -120,6 +121,7 @@ func Join(ctx context.Context, sess *client.Session, name string, opts RoomOptio
 		seen:     map[string]bool{},
 		requests: map[string]*Request{},
 		calls:    map[*Call]struct{}{},
+		byPeer:   map[string]*Call{},
 	}
 	if r.id == "" {
 		return nil, errors.New("peer: the session has no peer id (a server without the session endpoint)")
@@ -396,7 +398,9 @@ func (r *Room) answer(from, callID string, glare chan *Call) {
 	r.opts.OnRequest(q)
 }
 
-// Call calls the member `to` and returns the call once it accepts. It
+// Call calls the member `to` and returns the call once it accepts; a call
+// with `to` already under way is returned as it is: two members have at
+// most one call at a time. It
 // returns a *RejectedError with the callee's reason at once when it
 // rejects, ErrTimeout when it has not answered within
 // CallOptions.Timeout (default RoomOptions.CallTimeout), and ctx's error
@@ -419,6 +423,10 @@ func (r *Room) Call(ctx context.Context, to string, opts CallOptions) (*Call, er
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
 		return nil, ErrClosed
+	}
+	if c := r.byPeer[to]; c != nil && !c.ended() {
+		r.mu.Unlock()
+		return c, nil
 	}
 	if q := r.requests[to]; q != nil {
 		r.mu.Unlock()
@@ -581,12 +589,16 @@ func (r *Room) dropOutgoing(out *outgoing) {
 func (r *Room) track(c *Call) {
 	r.mu.Lock()
 	r.calls[c] = struct{}{}
+	r.byPeer[c.peer.ID] = c
 	r.mu.Unlock()
 }
 
 func (r *Room) forget(c *Call) {
 	r.mu.Lock()
 	delete(r.calls, c)
+	if r.byPeer[c.peer.ID] == c {
+		delete(r.byPeer, c.peer.ID)
+	}
 	r.mu.Unlock()
 }
 
@@ -615,37 +627,61 @@ func (q *Request) Caller() channel.PeerInfo { return q.conn.Peer() }
 // Meta returns the request's metadata, nil when none.
 func (q *Request) Meta() json.RawMessage { return q.meta }
 
-// decide runs f once, if the request is still undecided.
-func (q *Request) decide(f func()) bool {
-	done := false
+// decide answers the request once, if it is still undecided: it takes the
+// request off the undecided ones and, to accept it, makes the call and
+// counts it as the call with the caller, in one step, so that a Call to
+// the caller made meanwhile finds one or the other. Then it writes the
+// answer. It returns the call (nil for a rejection) and whether it
+// decided.
+func (q *Request) decide(a answer, reason string) (*Call, bool, error) {
+	accept := a == answerAccept
+	decided := false
+	var c *Call
 	q.once.Do(func() {
+		decided = true
 		r := q.room
+		if accept {
+			c = newCall(r, q.callID, q.conn, q.br)
+		}
 		r.mu.Lock()
 		if r.requests[q.from] == q {
 			delete(r.requests, q.from)
 		}
+		if c != nil {
+			r.calls[c] = struct{}{}
+			r.byPeer[c.peer.ID] = c
+		}
 		r.mu.Unlock()
 		close(q.decided)
-		f()
-		done = true
 	})
-	return done
+	if !decided {
+		return nil, false, nil
+	}
+	if accept {
+		if _, err := q.conn.Write([]byte(`{"type":"accept"}` + "\n")); err != nil {
+			q.conn.Reset()
+			q.room.forget(c)
+			return nil, true, err
+		}
+		return c, true, nil
+	}
+	if a == answerGone {
+		q.conn.Reset()
+		return nil, true, nil
+	}
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Reason string `json:"reason"`
+	}{TypeReject, reason})
+	_, err := q.conn.Write(append(b, '\n'))
+	q.conn.Close()
+	return nil, true, err
 }
 
 // Accept answers accept and returns the call.
 func (q *Request) Accept() (*Call, error) {
-	var (
-		c   *Call
-		err error
-	)
-	if !q.decide(func() {
-		if _, err = q.conn.Write([]byte(`{"type":"accept"}` + "\n")); err != nil {
-			q.conn.Reset()
-			return
-		}
-		c = newCall(q.room, q.callID, q.conn, q.br)
-		q.room.track(c)
-	}) {
+	c, decided, err := q.decide(answerAccept, "")
+	if !decided {
 		return nil, ErrAnswered
 	}
 	return c, err
@@ -653,24 +689,24 @@ func (q *Request) Accept() (*Call, error) {
 
 // Reject answers reject with reason and ends the pipe.
 func (q *Request) Reject(reason string) error {
-	var err error
-	if !q.decide(func() {
-		b, _ := json.Marshal(struct {
-			Type   string `json:"type"`
-			Reason string `json:"reason"`
-		}{TypeReject, reason})
-		_, err = q.conn.Write(append(b, '\n'))
-		q.conn.Close()
-	}) {
+	_, decided, err := q.decide(answerReject, reason)
+	if !decided {
 		return ErrAnswered
 	}
 	return err
 }
 
 // abandon forgets a request whose caller gave up.
-func (q *Request) abandon() {
-	q.decide(func() { q.conn.Reset() })
-}
+func (q *Request) abandon() { q.decide(answerGone, "") }
+
+// answer is how a request is decided.
+type answer int
+
+const (
+	answerAccept answer = iota
+	answerReject
+	answerGone // the caller gave up: nothing to say
+)
 
 // newCallID returns 16 random characters of base64url: 96 bits.
 func newCallID() string {

@@ -245,9 +245,11 @@ func TestCallRejectTimeoutBusy(t *testing.T) {
 // the same on both sides.
 func TestCallGlare(t *testing.T) {
 	ts := sctest.NewServer(t, sctest.Options{})
-	refuse := func(q *peer.Request) { q.Reject("this test places its own calls") }
-	a, _ := join(t, ts.URL, "r", nil, peer.RoomOptions{OnRequest: refuse})
-	b, _ := join(t, ts.URL, "r", nil, peer.RoomOptions{OnRequest: refuse})
+	// Members that take every call: however the two calls cross, the
+	// pair ends with one.
+	accept := func(q *peer.Request) { q.Accept() }
+	a, _ := join(t, ts.URL, "r", nil, peer.RoomOptions{OnRequest: accept})
+	b, _ := join(t, ts.URL, "r", nil, peer.RoomOptions{OnRequest: accept})
 	waitMember(t, a, b.ID())
 	waitMember(t, b, a.ID())
 	for round := range 10 {
@@ -447,22 +449,7 @@ func TestRoomAcrossCluster(t *testing.T) {
 	b, bm := join(t, urls[1], "r", nil, peer.RoomOptions{})
 	waitMember(t, a, b.ID())
 	waitMember(t, b, a.ID())
-	got := make(chan *peer.Call, 1)
-	go func() {
-		c, err := (<-bm.reqs).Accept()
-		if err != nil {
-			t.Error(err)
-		}
-		got <- c
-	}()
-	ac, err := a.Call(sctest.Ctx(t), b.ID(), peer.CallOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := <-got
-	if bc == nil {
-		t.FailNow()
-	}
+	ac, bc := acceptedCall(t, a, b, bm)
 	if ac.Peer().ID != b.ID() || bc.Peer().ID != a.ID() {
 		t.Fatalf("peers %q and %q", ac.Peer().ID, bc.Peer().ID)
 	}

@@ -1,0 +1,633 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Path is how a connection's data travels.
+type Path string
+
+// The paths of a connection.
+const (
+	// PathNone: no data path yet.
+	PathNone Path = ""
+	// PathDirect: a WebRTC data channel over a direct ICE path.
+	PathDirect Path = "direct"
+	// PathTURN: a WebRTC data channel through a TURN server.
+	PathTURN Path = "turn"
+	// PathRelay: the signal server's relay, when no ICE path formed.
+	PathRelay Path = "relay"
+)
+
+// TypePath is the message by which the impolite side switches a
+// connection's data to the relay (PROTOCOL.md section 10).
+const TypePath = "path"
+
+// Defaults of ConnOptions.
+const DefaultDirectTimeout = 10 * time.Second
+
+// ConnOptions configure Connect.
+type ConnOptions struct {
+	// ICEServers are the STUN and TURN servers of the peer connection.
+	ICEServers []webrtc.ICEServer
+	// SettingEngine, if set, tunes the peer connection (network types,
+	// interfaces, loopback candidates); Connect makes it detach data
+	// channels. Default a SettingEngine of pion's defaults.
+	SettingEngine *webrtc.SettingEngine
+	// DirectTimeout is how long the connection waits for its WebRTC data
+	// channel before its data takes the relay. Default 10s.
+	DirectTimeout time.Duration
+	// ForceRelay takes the relay at once, without WebRTC data.
+	ForceRelay bool
+	// OnPath, if set, is told of each path the data takes.
+	OnPath func(Path)
+	// Logger receives debug logs. Default none.
+	Logger *slog.Logger
+}
+
+// Conn is a connection between two members over an accepted call: a
+// WebRTC peer connection set up with perfect negotiation over the call,
+// whose data channel is a net.Conn, or the relay when no ICE path forms
+// in time. Both sides of the call call Connect.
+//
+// Read and Write may be called from two goroutines at once.
+type Conn struct {
+	call *Call
+	pc   *webrtc.PeerConnection
+	dc   *webrtc.DataChannel
+	opts ConnOptions
+	log  *slog.Logger
+
+	ctx    context.Context // ends with the connection
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	negMu       sync.Mutex // perfect negotiation's state
+	makingOffer bool
+	ignoreOffer bool
+
+	mu    sync.Mutex
+	path  Path
+	data  io.ReadWriteCloser // the detached data channel, or the relay pipe
+	ready chan struct{}      // closed once data is set
+	err   error              // why the connection ended
+
+	rmu  sync.Mutex
+	rbuf []byte // what remains of the last data channel message
+	roff int
+
+	rdl, wdl *deadline
+}
+
+// maxChunk is the largest data channel message Write sends.
+const maxChunk = 16 << 10
+
+// Connect sets up the connection of an accepted call and returns it once
+// its data can flow: over the WebRTC data channel, or over the relay when
+// none opened within DirectTimeout. It returns ctx's error if ctx ends
+// first. The call carries the connection's signalling from then on; Close
+// ends both.
+func Connect(ctx context.Context, call *Call, opts ConnOptions) (*Conn, error) {
+	if opts.DirectTimeout <= 0 {
+		opts.DirectTimeout = DefaultDirectTimeout
+	}
+	c := &Conn{call: call, opts: opts, log: opts.Logger, ready: make(chan struct{})}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.rdl, c.wdl = newDeadline(), newDeadline()
+	if !opts.ForceRelay {
+		if err := c.startWebRTC(); err != nil {
+			c.cancel()
+			return nil, err
+		}
+	}
+	c.wg.Add(1)
+	go c.signals()
+	if opts.ForceRelay {
+		c.toRelay(true)
+	} else {
+		c.wg.Add(1)
+		go c.fallback()
+	}
+	select {
+	case <-c.ready:
+		return c, nil
+	case <-ctx.Done():
+		c.Close()
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		err := c.endErr()
+		c.Close()
+		return nil, err
+	}
+}
+
+// startWebRTC builds the peer connection and its negotiated data channel.
+func (c *Conn) startWebRTC() error {
+	se := c.opts.SettingEngine
+	if se == nil {
+		se = &webrtc.SettingEngine{}
+	}
+	se.DetachDataChannels()
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(*se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: c.opts.ICEServers})
+	if err != nil {
+		return fmt.Errorf("peer: peer connection: %w", err)
+	}
+	c.pc = pc
+	negotiated, id := true, uint16(0)
+	dc, err := pc.CreateDataChannel("data", &webrtc.DataChannelInit{Negotiated: &negotiated, ID: &id})
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("peer: data channel: %w", err)
+	}
+	c.dc = dc
+	dc.SetBufferedAmountLowThreshold(256 << 10)
+	dc.OnOpen(func() {
+		rwc, err := dc.DetachWithDeadline()
+		if err != nil {
+			c.log.Debug("data channel detach", "err", err)
+			return
+		}
+		c.setData(c.iceKind(), rwc)
+	})
+	pc.OnNegotiationNeeded(c.negotiate)
+	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
+		var init *webrtc.ICECandidateInit
+		if cand != nil {
+			ci := cand.ToJSON()
+			init = &ci
+		}
+		c.send(candidateMsg{Type: TypeCandidate, Candidate: init})
+	})
+	return nil
+}
+
+// iceKind says whether the selected ICE pair goes through TURN.
+func (c *Conn) iceKind() Path {
+	if sctp := c.pc.SCTP(); sctp != nil {
+		if pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
+			if pair.Local.Typ == webrtc.ICECandidateTypeRelay || pair.Remote.Typ == webrtc.ICECandidateTypeRelay {
+				return PathTURN
+			}
+		}
+	}
+	return PathDirect
+}
+
+type descriptionMsg struct {
+	Type        string                    `json:"type"`
+	Description webrtc.SessionDescription `json:"description"`
+}
+
+type candidateMsg struct {
+	Type      string                   `json:"type"`
+	Candidate *webrtc.ICECandidateInit `json:"candidate"`
+}
+
+type pathMsg struct {
+	Type string `json:"type"`
+	Path Path   `json:"path"`
+}
+
+func (c *Conn) send(msg any) {
+	if err := c.call.Send(msg); err != nil {
+		c.log.Debug("signal not sent", "err", err)
+	}
+}
+
+// TypeNegotiate asks the other side to make an offer (PROTOCOL.md section
+// 10): a polite peer that cannot roll back an offer of its own sends it
+// instead of offering, so that its offers never collide.
+const TypeNegotiate = "negotiate"
+
+// negotiate is perfect negotiation's onnegotiationneeded. pion cannot roll
+// an offer back, which the polite side of a collision must do: so the
+// polite side here never offers, and asks the impolite side to.
+func (c *Conn) negotiate() {
+	if c.call.Polite() {
+		c.send(struct {
+			Type string `json:"type"`
+		}{TypeNegotiate})
+		return
+	}
+	c.offer()
+}
+
+// offer makes and sends an offer, unless one is under way or the
+// connection is not stable.
+func (c *Conn) offer() {
+	c.negMu.Lock()
+	if c.makingOffer || c.pc.SignalingState() != webrtc.SignalingStateStable {
+		c.negMu.Unlock()
+		return
+	}
+	c.makingOffer = true
+	c.negMu.Unlock()
+	defer func() {
+		c.negMu.Lock()
+		c.makingOffer = false
+		c.negMu.Unlock()
+	}()
+	offer, err := c.pc.CreateOffer(nil)
+	if err == nil {
+		err = c.pc.SetLocalDescription(offer)
+	}
+	if err != nil {
+		c.log.Debug("offer", "err", err)
+		return
+	}
+	c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
+}
+
+// onDescription is perfect negotiation's handling of a remote description.
+func (c *Conn) onDescription(desc webrtc.SessionDescription) error {
+	c.negMu.Lock()
+	collision := desc.Type == webrtc.SDPTypeOffer && (c.makingOffer || c.pc.SignalingState() != webrtc.SignalingStateStable)
+	c.ignoreOffer = !c.call.Polite() && collision
+	ignore := c.ignoreOffer
+	c.negMu.Unlock()
+	if ignore {
+		return nil
+	}
+	if collision {
+		// Only the polite side gets here, and it makes no offers of its
+		// own (negotiate): a remote offer before the answer to the last
+		// one was set cannot come in order.
+		return fmt.Errorf("an offer in signalling state %s", c.pc.SignalingState())
+	}
+	if err := c.pc.SetRemoteDescription(desc); err != nil {
+		return err
+	}
+	if desc.Type != webrtc.SDPTypeOffer {
+		return nil
+	}
+	answer, err := c.pc.CreateAnswer(nil)
+	if err == nil {
+		err = c.pc.SetLocalDescription(answer)
+	}
+	if err != nil {
+		return err
+	}
+	c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
+	return nil
+}
+
+// signals reads the call's messages until it ends.
+func (c *Conn) signals() {
+	defer c.wg.Done()
+	for {
+		msg, err := c.call.Recv()
+		if err != nil {
+			c.end(fmt.Errorf("peer: the call ended: %w", err))
+			return
+		}
+		switch msg.Type {
+		case TypeDescription:
+			var m descriptionMsg
+			if msg.Decode(&m) != nil || c.pc == nil {
+				continue
+			}
+			if err := c.onDescription(m.Description); err != nil {
+				c.log.Debug("remote description", "err", err)
+			}
+		case TypeCandidate:
+			var m candidateMsg
+			if msg.Decode(&m) != nil || c.pc == nil || m.Candidate == nil {
+				continue
+			}
+			if err := c.pc.AddICECandidate(*m.Candidate); err != nil {
+				c.negMu.Lock()
+				ignored := c.ignoreOffer
+				c.negMu.Unlock()
+				if !ignored {
+					c.log.Debug("remote candidate", "err", err)
+				}
+			}
+		case TypeNegotiate:
+			if c.pc != nil && !c.call.Polite() {
+				c.offer()
+			}
+		case TypePath:
+			var m pathMsg
+			if msg.Decode(&m) == nil && m.Path == PathRelay {
+				c.wg.Add(1)
+				go func() {
+					defer c.wg.Done()
+					c.toRelay(false)
+				}()
+			}
+		}
+	}
+}
+
+// fallback takes the relay when the data channel has not opened within
+// DirectTimeout; the impolite side decides and tells the other.
+func (c *Conn) fallback() {
+	defer c.wg.Done()
+	t := time.NewTimer(c.opts.DirectTimeout)
+	defer t.Stop()
+	select {
+	case <-c.ready:
+	case <-c.ctx.Done():
+	case <-t.C:
+		if !c.call.Polite() {
+			c.toRelay(true)
+		}
+	}
+}
+
+// toRelay moves the data to the relay pipe of the call; announce tells the
+// other side to do the same.
+func (c *Conn) toRelay(announce bool) {
+	c.mu.Lock()
+	if c.data != nil || c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if announce {
+		c.send(pathMsg{Type: TypePath, Path: PathRelay})
+	}
+	r, me, other := c.call.room, c.call.room.id, c.call.peer.ID
+	conn, err := r.sess.Relay(c.ctx, r.ns, me+"/data/"+other+"/"+c.call.id, other+"/data/"+me+"/"+c.call.id)
+	if err != nil {
+		c.end(fmt.Errorf("peer: relay: %w", err))
+		return
+	}
+	if conn.Peer().ID != other {
+		conn.Reset()
+		c.end(fmt.Errorf("peer: the relay paired with %q, not %q", conn.Peer().ID, other))
+		return
+	}
+	if !c.setData(PathRelay, conn) {
+		conn.Close()
+	}
+}
+
+// setData makes rwc the connection's data path, unless it has one.
+func (c *Conn) setData(p Path, rwc io.ReadWriteCloser) bool {
+	c.mu.Lock()
+	if c.data != nil || c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return false
+	}
+	c.data, c.path = rwc, p
+	close(c.ready)
+	c.mu.Unlock()
+	c.log.Debug("connection path", "path", p)
+	if c.opts.OnPath != nil {
+		c.opts.OnPath(p)
+	}
+	return true
+}
+
+// end records why the connection ended and stops it.
+func (c *Conn) end(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.cancel()
+}
+
+func (c *Conn) endErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		return net.ErrClosed
+	}
+	return c.err
+}
+
+// Path returns how the data travels.
+func (c *Conn) Path() Path {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.path
+}
+
+// PeerConnection returns the WebRTC peer connection, to add or remove
+// media tracks (renegotiation runs over the call by itself); nil when the
+// connection took the relay without WebRTC (ForceRelay).
+func (c *Conn) PeerConnection() *webrtc.PeerConnection { return c.pc }
+
+// Call returns the call the connection runs over.
+func (c *Conn) Call() *Call { return c.call }
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.ctx.Done() }
+
+// Read reads data the other side wrote.
+func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.wait(c.rdl); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	data, path := c.data, c.path
+	c.mu.Unlock()
+	if path == PathRelay {
+		return data.Read(p)
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.roff == len(c.rbuf) {
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, 64<<10)
+		}
+		n, err := data.Read(c.rbuf[:cap(c.rbuf)])
+		if err != nil {
+			return 0, err
+		}
+		c.rbuf, c.roff = c.rbuf[:n], 0
+	}
+	n := copy(p, c.rbuf[c.roff:])
+	c.roff += n
+	return n, nil
+}
+
+// Write sends p to the other side, in messages of at most 16 KiB over the
+// data channel, waiting while a megabyte is buffered.
+func (c *Conn) Write(p []byte) (int, error) {
+	if err := c.wait(c.wdl); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	data, path := c.data, c.path
+	c.mu.Unlock()
+	if path == PathRelay {
+		return data.Write(p)
+	}
+	total := 0
+	for len(p) > 0 {
+		if err := c.drain(); err != nil {
+			return total, err
+		}
+		n := min(len(p), maxChunk)
+		if _, err := data.Write(p[:n]); err != nil {
+			return total, err
+		}
+		total += n
+		p = p[n:]
+	}
+	return total, nil
+}
+
+// drain waits while more than a megabyte waits in the data channel.
+func (c *Conn) drain() error {
+	for c.dc.BufferedAmount() > 1<<20 {
+		low := make(chan struct{})
+		var once sync.Once
+		c.dc.OnBufferedAmountLow(func() { once.Do(func() { close(low) }) })
+		if c.dc.BufferedAmount() <= 1<<20 {
+			return nil
+		}
+		select {
+		case <-low:
+		case <-c.ctx.Done():
+			return c.endErr()
+		case <-c.wdl.wait():
+			return os.ErrDeadlineExceeded
+		}
+	}
+	return nil
+}
+
+// wait blocks until the data path is ready, the connection ends or the
+// deadline passes.
+func (c *Conn) wait(d *deadline) error {
+	select {
+	case <-c.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-c.ready:
+		return nil
+	case <-c.ctx.Done():
+		return c.endErr()
+	case <-d.wait():
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// Close ends the connection: the data path, the peer connection and the
+// call. It waits for the connection's goroutines.
+func (c *Conn) Close() error {
+	c.end(net.ErrClosed)
+	c.mu.Lock()
+	data := c.data
+	c.mu.Unlock()
+	if data != nil {
+		data.Close()
+	}
+	c.call.Close("connection closed")
+	if c.pc != nil {
+		c.pc.Close()
+	}
+	c.call.conn.Reset() // unblocks the signals reader
+	c.wg.Wait()
+	return nil
+}
+
+// LocalAddr and RemoteAddr name the two peers.
+func (c *Conn) LocalAddr() net.Addr  { return peerAddr(c.call.room.id) }
+func (c *Conn) RemoteAddr() net.Addr { return peerAddr(c.call.peer.ID) }
+
+type peerAddr string
+
+func (a peerAddr) Network() string { return "signalchannel" }
+func (a peerAddr) String() string  { return string(a) }
+
+// SetDeadline, SetReadDeadline and SetWriteDeadline bound the waits of Read
+// and Write as net.Conn's do, over either path.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.rdl.set(t)
+	if d, ok := c.dataPath().(interface{ SetReadDeadline(time.Time) error }); ok {
+		return d.SetReadDeadline(t)
+	}
+	return nil
+}
+
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.wdl.set(t)
+	if d, ok := c.dataPath().(interface{ SetWriteDeadline(time.Time) error }); ok {
+		return d.SetWriteDeadline(t)
+	}
+	return nil
+}
+
+func (c *Conn) dataPath() io.ReadWriteCloser {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.data
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// deadline is a settable deadline whose channel closes when it passes.
+type deadline struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	c     chan struct{}
+}
+
+func newDeadline() *deadline { return &deadline{c: make(chan struct{})} }
+
+// set arms the deadline at t; the zero t disarms it.
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	select {
+	case <-d.c:
+		d.c = make(chan struct{})
+	default:
+	}
+	if t.IsZero() {
+		return
+	}
+	c := d.c
+	if left := time.Until(t); left <= 0 {
+		close(c)
+	} else {
+		d.timer = time.AfterFunc(left, func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			select {
+			case <-c:
+			default:
+				close(c)
+			}
+		})
+	}
+}
+
+// wait returns the channel that closes when the deadline passes.
+func (d *deadline) wait() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.c
+}
