@@ -1,9 +1,9 @@
 package peer
 
 import (
+	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -33,7 +33,10 @@ const (
 const TypePath = "path"
 
 // Defaults of ConnOptions.
-const DefaultDirectTimeout = 10 * time.Second
+const (
+	DefaultDirectTimeout   = 10 * time.Second
+	DefaultDisconnectGrace = 5 * time.Second
+)
 
 // ConnOptions configure Connect.
 type ConnOptions struct {
@@ -48,6 +51,14 @@ type ConnOptions struct {
 	DirectTimeout time.Duration
 	// ForceRelay takes the relay at once, without WebRTC data.
 	ForceRelay bool
+	// DisconnectGrace is how long ICE may stay disconnected before the
+	// connection heals itself as if it had failed: an ICE restart, then
+	// the relay. Default 5s.
+	DisconnectGrace time.Duration
+	// ICEServersFunc, if set, gives the ICE servers of every ICE restart,
+	// so that a restart uses current TURN credentials. Default: keep
+	// ICEServers.
+	ICEServersFunc func(ctx context.Context) ([]webrtc.ICEServer, error)
 	// OnPath, if set, is told of each path the data takes.
 	OnPath func(Path)
 	// Logger receives debug logs. Default none.
@@ -75,21 +86,18 @@ type Conn struct {
 	makingOffer bool
 	ignoreOffer bool
 
-	mu    sync.Mutex
-	path  Path
-	data  io.ReadWriteCloser // the detached data channel, or the relay pipe
-	ready chan struct{}      // closed once data is set
-	err   error              // why the connection ended
+	st *stream // the bytes, over the current path
 
-	rmu  sync.Mutex
-	rbuf []byte // what remains of the last data channel message
-	roff int
+	mu       sync.Mutex
+	ready    chan struct{} // closed once the first path is up
+	isReady  bool
+	relaying bool        // the relay is the path, or is being paired
+	iceTimer *time.Timer // takes the relay when ICE does not come back
+	restarts int         // ICE restarts tried since the last connection
+	err      error       // why the connection ended
 
 	rdl, wdl *deadline
 }
-
-// maxChunk is the largest data channel message Write sends.
-const maxChunk = 16 << 10
 
 // Connect sets up the connection of an accepted call and returns it once
 // its data can flow: over the WebRTC data channel, or over the relay when
@@ -100,7 +108,10 @@ func Connect(ctx context.Context, call *Call, opts ConnOptions) (*Conn, error) {
 	if opts.DirectTimeout <= 0 {
 		opts.DirectTimeout = DefaultDirectTimeout
 	}
-	c := &Conn{call: call, opts: opts, log: opts.Logger, ready: make(chan struct{})}
+	if opts.DisconnectGrace <= 0 {
+		opts.DisconnectGrace = DefaultDisconnectGrace
+	}
+	c := &Conn{call: call, opts: opts, log: opts.Logger, ready: make(chan struct{}), st: newStream()}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -160,9 +171,17 @@ func (c *Conn) startWebRTC() error {
 			c.log.Debug("data channel detach", "err", err)
 			return
 		}
-		c.setData(c.iceKind(), rwc)
+		c.mu.Lock()
+		relaying := c.relaying
+		c.mu.Unlock()
+		if relaying {
+			rwc.Close()
+			return
+		}
+		c.usePath(newPath(c.iceKind(), rwc, nil))
 	})
 	pc.OnNegotiationNeeded(c.negotiate)
+	pc.OnICEConnectionStateChange(c.iceState)
 	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
 		var init *webrtc.ICECandidateInit
 		if cand != nil {
@@ -342,20 +361,21 @@ func (c *Conn) fallback() {
 	case <-c.ready:
 	case <-c.ctx.Done():
 	case <-t.C:
-		if !c.call.Polite() {
+		if !c.call.Polite() && c.st.path() == nil {
 			c.toRelay(true)
 		}
 	}
 }
 
-// toRelay moves the data to the relay pipe of the call; announce tells the
-// other side to do the same.
+// toRelay moves the data to the relay pipe of the call, unless it is
+// there or on its way; announce tells the other side to do the same.
 func (c *Conn) toRelay(announce bool) {
 	c.mu.Lock()
-	if c.data != nil || c.ctx.Err() != nil {
+	if c.relaying || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		return
 	}
+	c.relaying = true
 	c.mu.Unlock()
 	if announce {
 		c.send(pathMsg{Type: TypePath, Path: PathRelay})
@@ -371,26 +391,117 @@ func (c *Conn) toRelay(announce bool) {
 		c.end(fmt.Errorf("peer: the relay paired with %q, not %q", conn.Peer().ID, other))
 		return
 	}
-	if !c.setData(PathRelay, conn) {
-		conn.Close()
+	c.usePath(newPath(PathRelay, conn, bufio.NewReaderSize(conn, 64<<10)))
+}
+
+// usePath makes p the connection's path, and the connection ready.
+func (c *Conn) usePath(p *path) {
+	if c.ctx.Err() != nil {
+		p.rwc.Close()
+		return
+	}
+	c.st.use(p, &c.wg, c.pathFailed)
+	c.mu.Lock()
+	if !c.isReady {
+		c.isReady = true
+		close(c.ready)
+	}
+	c.mu.Unlock()
+	c.log.Debug("connection path", "path", p.kind)
+	if c.opts.OnPath != nil {
+		c.opts.OnPath(p.kind)
 	}
 }
 
-// setData makes rwc the connection's data path, unless it has one.
-func (c *Conn) setData(p Path, rwc io.ReadWriteCloser) bool {
+// pathFailed is told that p's reader stopped with err. The relay failing
+// ends the connection; the data channel failing sends the data to the
+// relay.
+func (c *Conn) pathFailed(p *path, err error) {
+	if c.ctx.Err() != nil || c.st.path() != p {
+		return
+	}
+	if p.kind == PathRelay {
+		c.end(fmt.Errorf("peer: the relay ended: %w", err))
+		return
+	}
+	c.log.Debug("data channel ended", "err", err)
+	c.toRelay(!c.call.Polite())
+}
+
+// iceState heals the connection: when ICE fails, or stays disconnected
+// past the grace, the impolite side restarts ICE; when ICE is not back
+// within DirectTimeout, the data takes the relay.
+func (c *Conn) iceState(state webrtc.ICEConnectionState) {
+	c.log.Debug("ICE", "state", state.String())
 	c.mu.Lock()
-	if c.data != nil || c.ctx.Err() != nil {
-		c.mu.Unlock()
-		return false
+	defer c.mu.Unlock()
+	switch state {
+	case webrtc.ICEConnectionStateConnected, webrtc.ICEConnectionStateCompleted:
+		if c.iceTimer != nil {
+			c.iceTimer.Stop()
+			c.iceTimer = nil
+		}
+		c.restarts = 0
+	case webrtc.ICEConnectionStateDisconnected:
+		if c.iceTimer == nil {
+			c.iceTimer = time.AfterFunc(c.opts.DisconnectGrace, func() { c.iceState(webrtc.ICEConnectionStateFailed) })
+		}
+	case webrtc.ICEConnectionStateFailed:
+		if c.iceTimer != nil {
+			c.iceTimer.Stop()
+		}
+		if c.relaying || c.ctx.Err() != nil {
+			return
+		}
+		if c.restarts == 0 && !c.call.Polite() {
+			c.restarts++
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				c.restartICE()
+			}()
+		}
+		c.iceTimer = time.AfterFunc(c.opts.DirectTimeout, func() {
+			if !c.call.Polite() {
+				c.toRelay(true)
+			}
+		})
 	}
-	c.data, c.path = rwc, p
-	close(c.ready)
-	c.mu.Unlock()
-	c.log.Debug("connection path", "path", p)
-	if c.opts.OnPath != nil {
-		c.opts.OnPath(p)
+}
+
+// restartICE makes an offer that restarts ICE, with fresh ICE servers when
+// ICEServersFunc gives them.
+func (c *Conn) restartICE() {
+	if f := c.opts.ICEServersFunc; f != nil {
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.DirectTimeout)
+		servers, err := f(ctx)
+		cancel()
+		if err == nil {
+			cfg := c.pc.GetConfiguration()
+			cfg.ICEServers = servers
+			if err := c.pc.SetConfiguration(cfg); err != nil {
+				c.log.Debug("ICE servers not updated", "err", err)
+			}
+		}
 	}
-	return true
+	c.negMu.Lock()
+	c.makingOffer = true
+	c.negMu.Unlock()
+	defer func() {
+		c.negMu.Lock()
+		c.makingOffer = false
+		c.negMu.Unlock()
+	}()
+	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err == nil {
+		err = c.pc.SetLocalDescription(offer)
+	}
+	if err != nil {
+		c.log.Debug("ICE restart", "err", err)
+		return
+	}
+	c.log.Debug("ICE restart offered")
+	c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
 }
 
 // end records why the connection ended and stops it.
@@ -399,8 +510,12 @@ func (c *Conn) end(err error) {
 	if c.err == nil {
 		c.err = err
 	}
+	if c.iceTimer != nil {
+		c.iceTimer.Stop()
+	}
 	c.mu.Unlock()
 	c.cancel()
+	c.st.end(c.endErr())
 }
 
 func (c *Conn) endErr() error {
@@ -414,9 +529,10 @@ func (c *Conn) endErr() error {
 
 // Path returns how the data travels.
 func (c *Conn) Path() Path {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.path
+	if p := c.st.path(); p != nil {
+		return p.kind
+	}
+	return PathNone
 }
 
 // PeerConnection returns the WebRTC peer connection, to add or remove
@@ -435,74 +551,16 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if err := c.wait(c.rdl); err != nil {
 		return 0, err
 	}
-	c.mu.Lock()
-	data, path := c.data, c.path
-	c.mu.Unlock()
-	if path == PathRelay {
-		return data.Read(p)
-	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if c.roff == len(c.rbuf) {
-		if c.rbuf == nil {
-			c.rbuf = make([]byte, 64<<10)
-		}
-		n, err := data.Read(c.rbuf[:cap(c.rbuf)])
-		if err != nil {
-			return 0, err
-		}
-		c.rbuf, c.roff = c.rbuf[:n], 0
-	}
-	n := copy(p, c.rbuf[c.roff:])
-	c.roff += n
-	return n, nil
+	return c.st.Read(p)
 }
 
-// Write sends p to the other side, in messages of at most 16 KiB over the
-// data channel, waiting while a megabyte is buffered.
+// Write sends p to the other side. The bytes are kept until the other side
+// has them, so that they survive a change of path.
 func (c *Conn) Write(p []byte) (int, error) {
 	if err := c.wait(c.wdl); err != nil {
 		return 0, err
 	}
-	c.mu.Lock()
-	data, path := c.data, c.path
-	c.mu.Unlock()
-	if path == PathRelay {
-		return data.Write(p)
-	}
-	total := 0
-	for len(p) > 0 {
-		if err := c.drain(); err != nil {
-			return total, err
-		}
-		n := min(len(p), maxChunk)
-		if _, err := data.Write(p[:n]); err != nil {
-			return total, err
-		}
-		total += n
-		p = p[n:]
-	}
-	return total, nil
-}
-
-// drain waits while more than a megabyte waits in the data channel.
-func (c *Conn) drain() error {
-	for c.dc.BufferedAmount() > 1<<20 {
-		low := make(chan struct{})
-		var once sync.Once
-		c.dc.OnBufferedAmountLow(func() { once.Do(func() { close(low) }) })
-		if c.dc.BufferedAmount() <= 1<<20 {
-			return nil
-		}
-		select {
-		case <-low:
-		case <-c.ctx.Done():
-			return c.endErr()
-		case <-c.wdl.wait():
-			return os.ErrDeadlineExceeded
-		}
-	}
-	return nil
+	return c.st.Write(p)
 }
 
 // wait blocks until the data path is ready, the connection ends or the
@@ -527,12 +585,6 @@ func (c *Conn) wait(d *deadline) error {
 // call. It waits for the connection's goroutines.
 func (c *Conn) Close() error {
 	c.end(net.ErrClosed)
-	c.mu.Lock()
-	data := c.data
-	c.mu.Unlock()
-	if data != nil {
-		data.Close()
-	}
 	c.call.Close("connection closed")
 	if c.pc != nil {
 		c.pc.Close()
@@ -552,34 +604,22 @@ func (a peerAddr) Network() string { return "signalchannel" }
 func (a peerAddr) String() string  { return string(a) }
 
 // SetDeadline, SetReadDeadline and SetWriteDeadline bound the waits of Read
-// and Write as net.Conn's do, over either path.
+// and Write as net.Conn's do.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
-	}
+	c.SetReadDeadline(t)
 	return c.SetWriteDeadline(t)
 }
 
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.rdl.set(t)
-	if d, ok := c.dataPath().(interface{ SetReadDeadline(time.Time) error }); ok {
-		return d.SetReadDeadline(t)
-	}
+	c.st.setDeadline(&c.st.rdl, t)
 	return nil
 }
 
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.wdl.set(t)
-	if d, ok := c.dataPath().(interface{ SetWriteDeadline(time.Time) error }); ok {
-		return d.SetWriteDeadline(t)
-	}
+	c.st.setDeadline(&c.st.wdl, t)
 	return nil
-}
-
-func (c *Conn) dataPath() io.ReadWriteCloser {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.data
 }
 
 var _ net.Conn = (*Conn)(nil)
