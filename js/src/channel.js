@@ -4,6 +4,7 @@ import { Session } from './yamux.js'
 import { Echo } from './echo.js'
 import { Relay } from './relay.js'
 import { Model, replicate } from './model.js'
+import { joinRoom } from './room.js'
 
 /** SUBPROTOCOL is the WebSocket subprotocol the client offers. */
 export const SUBPROTOCOL = 'signalchannel.v1'
@@ -475,6 +476,19 @@ export class Channel {
       throw e
     }
     return rep
+  }
+
+  /**
+   * room joins the room name (PROTOCOL.md section 10): it replicates the
+   * scuttlebutt namespace `room/<name>` ephemerally, writes this member's
+   * record ({"meta": options.meta}) and resolves with the Room once the
+   * server's history has arrived.
+   * @param {string} name
+   * @param {import('./index.js').RoomOptions} [options]
+   * @returns {Promise<import('./room.js').Room>}
+   */
+  room (name, options = {}) {
+    return joinRoom(this, name, options)
   }
 
   /**

@@ -10,8 +10,10 @@
  *   `closeReason` carry the WebSocket close code and reason, when known);
  * - `reset`: the stream was reset, by the peer or locally;
  * - `protocol`: the peer broke the yamux or stream protocol;
- * - `frame_too_large`: an echo frame is longer than the namespace's maxFrame;
- * - `bad_reply`: the server's reply line is not the JSON object expected.
+ * - `frame_too_large`: an echo frame is longer than the namespace's maxFrame,
+ *   or a call message longer than 65536 bytes with its newline;
+ * - `bad_reply`: the server's reply line is not the JSON object expected;
+ * - `rejected`: the callee of a call rejected it (`reason` carries its reason).
  */
 export class SignalChannelError extends Error {
   /**

@@ -6,7 +6,7 @@ export type ProtocolErrorCode =
   | 'limit' | 'timeout' | 'conflict' | 'internal' | 'bad_line'
 
 /** Error codes of the client itself. */
-export type ClientErrorCode = 'closed' | 'reset' | 'protocol' | 'frame_too_large' | 'bad_reply'
+export type ClientErrorCode = 'closed' | 'reset' | 'protocol' | 'frame_too_large' | 'bad_reply' | 'rejected'
 
 /**
  * Every error the client reports. `code` is a protocol error code sent by
@@ -19,6 +19,8 @@ export class SignalChannelError extends Error {
   /** The WebSocket close code, for `closed` errors when known (1000, 1001, 4400, 4401, 4429, ...). */
   readonly closeCode?: number
   readonly closeReason?: string
+  /** The callee's reason, for `rejected` errors (`busy` when it had too many requests waiting). */
+  readonly reason?: string
 }
 
 export interface ConnectOptions {
@@ -61,6 +63,8 @@ export const SUBPROTOCOL: 'signalchannel.v1'
 export const MAX_HEADER_BYTES: 4096
 export const DEFAULT_MAX_FRAME: 65536
 export const INITIAL_WINDOW: 262144
+/** The longest message of a call, newline included. */
+export const MAX_MESSAGE_BYTES: 65536
 
 export interface OpenOptions {
   /** Aborts waiting for the reply (a relay waiting for its partner, say): the stream is reset. */
@@ -185,6 +189,12 @@ export class Channel {
   model (namespace: string, options?: ModelOptions): Promise<Model>
   /** Waits for the partner (namespace, remote, local) and resolves with the pipe once paired. */
   relay (namespace: string, local: string, remote: string, options?: OpenOptions): Promise<Relay>
+  /**
+   * Joins a room: replicates the scuttlebutt namespace `room/<name>`
+   * ephemerally, writes this member's record and resolves once the
+   * server's history has arrived.
+   */
+  room (name: string, options?: RoomOptions): Promise<Room>
   /** Opens a stream with any header line and reads the reply (failure replies reject). */
   open (header: object | string, options?: OpenOptions): Promise<{ stream: Stream, reader: ByteReader, reply: any }>
   /** Round trip time to the server in milliseconds. */
@@ -346,4 +356,123 @@ export class Session {
   receive (chunk: Uint8Array): void
   /** Reports the transport's end. */
   transportClosed (code?: number, reason?: string): void
+}
+
+export interface RoomOptions extends OpenOptions {
+  /** This member's public metadata, shown to the others with its id (any JSON). Default null. */
+  meta?: any
+  /** How many requests may wait for an answer at once; one more is rejected as `busy` at once. Default 8. */
+  maxPending?: number
+  /**
+   * How long, in ms, a call waits for its answer (default for CallOptions.timeout),
+   * and an incoming call for its pairing and request. Default 30000.
+   */
+  callTimeout?: number
+}
+
+export interface CallOptions {
+  /** Shown to the callee with the request (any JSON). Default null. */
+  meta?: any
+  /** How long, in ms, to wait for the answer before giving up with `timeout`. Default RoomOptions.callTimeout. */
+  timeout?: number
+  /** Gives the call up, with the signal's reason. */
+  signal?: AbortSignal
+}
+
+/** Another member of a room: its peer id and the meta of its member record (null when none). */
+export interface Member {
+  readonly id: string
+  readonly meta: any
+}
+
+/** A peer as the server vouches for it: its id and its token's `meta` claim (null when none). */
+export interface PeerInfo {
+  readonly id: string
+  readonly meta: Record<string, any> | null
+}
+
+/** A message of a call: a JSON object, with a `type` by convention. */
+export interface CallMessage {
+  type?: string
+  [key: string]: any
+}
+
+export interface RoomEvents {
+  join: (member: Member) => void
+  update: (member: Member) => void
+  leave: (member: Member) => void
+  request: (request: Request) => void
+  /** The room has ended: null after leave(), else why its replication ended. */
+  close: (err: SignalChannelError | null) => void
+}
+
+/**
+ * A membership of a room (`Channel.room`). It keeps this member's record
+ * alive, tracks the other members, answers incoming calls (the `request`
+ * event; without a listener, calls are rejected) and places outgoing ones.
+ */
+export class Room {
+  /** This member's peer id (the channel's). */
+  readonly id: string
+  readonly name: string
+  /** The scuttlebutt and relay namespace of the room: `room/<name>`. */
+  readonly namespace: string
+  /** The other members, by id. */
+  readonly members: ReadonlyMap<string, Member>
+  /** The room's replicated namespace. */
+  readonly model: Model
+  /** Changes this member's public metadata; the others get `update`. */
+  setMeta (meta: any): void
+  /**
+   * Calls a member and resolves with the call once it accepts. Rejects with
+   * `rejected` (the callee's reason in `reason`), `timeout`, or the signal's
+   * reason. A call with the member under way is the answer; a request from
+   * it that waits is accepted instead; when it calls at the same moment,
+   * the two end with one call.
+   */
+  call (peerId: string, options?: CallOptions): Promise<Call>
+  /** Ends the membership: calls say bye, waiting requests are rejected, the record is deleted. */
+  leave (): Promise<void>
+  on<E extends keyof RoomEvents> (event: E, fn: RoomEvents[E]): this
+  once<E extends keyof RoomEvents> (event: E, fn: RoomEvents[E]): this
+  off (event: string, fn: (...args: any[]) => void): this
+}
+
+/** An incoming call waiting for the application's answer. */
+export class Request {
+  /** The call id, the same on both sides. */
+  readonly id: string
+  /** The caller: its peer id, as the server vouches for it, and its member record's meta (null when unknown). */
+  readonly from: Member
+  /** The caller as the server vouches for it: its id and its token's meta. */
+  readonly peer: PeerInfo
+  /** The request's meta (null when none). */
+  readonly meta: any
+  /** Aborts when the caller gives up before an answer, or the room ends. */
+  readonly signal: AbortSignal
+  /** Answers accept. Rejects with `closed` for a request already answered or given up. */
+  accept (): Promise<Call>
+  /** Answers reject with reason and ends the pipe. */
+  reject (reason?: string): Promise<void>
+}
+
+/** An accepted call: a private pipe carrying JSON messages both ways. */
+export class Call implements AsyncIterable<CallMessage> {
+  /** The call id, the same on both sides. */
+  readonly id: string
+  /** The other side, as the server vouches for it. */
+  readonly peer: PeerInfo
+  /** Whether this side is the polite peer of perfect negotiation: its id is the greater byte string. */
+  readonly polite: boolean
+  /** Resolves once the pipe has ended: the reason of the first bye ('' when none), and the error that ended it, if any. */
+  readonly closed: Promise<{ reason: string, error: SignalChannelError | null }>
+  /** Sends a JSON object as one message; rejects with `frame_too_large` past 65536 bytes with its newline, `closed` after close(). */
+  send (msg: CallMessage): Promise<void>
+  /** The next message (any type), or null once the other side said bye or half-closed; rejects when the pipe was reset. */
+  recv (): Promise<CallMessage | null>
+  [Symbol.asyncIterator] (): AsyncIterator<CallMessage>
+  /** Says bye with reason and half-closes. */
+  close (reason?: string): Promise<void>
+  /** Ends the call at once, both ways (RST). */
+  reset (): void
 }

@@ -1,6 +1,6 @@
 // Compiled by types.test.mjs against the package's declarations: the
 // snippets of README.md, typed.
-import { connect, reconnect, Model, SignalChannelError, type Update } from 'signalchannel'
+import { connect, reconnect, Model, SignalChannelError, MAX_MESSAGE_BYTES, type Update, type Call, type Member, type Request } from 'signalchannel'
 
 export async function usage (token: string): Promise<void> {
   const ch = await connect('ws://127.0.0.1:8080/v1/channel', { token })
@@ -79,4 +79,49 @@ export async function reconnecting (fetchToken: () => Promise<string>): Promise<
   void reason
   const closed: { code: number, reason: string } = await fixed.close()
   void closed
+}
+
+export async function rooms (token: string): Promise<void> {
+  const ch = await connect('ws://127.0.0.1:8080/v1/channel', { token })
+  const room = await ch.room('lobby', { meta: { name: 'Alice' }, maxPending: 4, callTimeout: 20_000 })
+  const me: string = room.id
+  void me
+  for (const [id, m] of room.members) void (id === m.id)
+  room.on('join', (m: Member) => { void m.meta })
+  room.on('update', (m) => { void m.id })
+  room.on('leave', (m) => { void m.id })
+  room.on('request', (q: Request) => {
+    const caller: string = q.from.id
+    void caller
+    void q.meta
+    q.signal.addEventListener('abort', () => void 0)
+    if (q.from.meta?.name === 'Mallory') q.reject('not you').catch(() => {})
+    else q.accept().then((call) => call.close('hello and goodbye')).catch(() => {})
+  })
+  room.setMeta({ name: 'Alice', status: 'away' })
+  const first = [...room.members.keys()][0]
+  if (first === undefined) return
+  let call: Call
+  try {
+    call = await room.call(first, { meta: { topic: 'hi' }, timeout: 10_000, signal: AbortSignal.timeout(15_000) })
+  } catch (e) {
+    if (e instanceof SignalChannelError && e.code === 'rejected') void e.reason
+    if (e instanceof SignalChannelError && e.code === 'timeout') void e.message
+    return
+  }
+  const polite: boolean = call.polite
+  const peerName: unknown = call.peer.meta?.name
+  void polite
+  void peerName
+  await call.send({ type: 'description', description: { type: 'offer', sdp: '' } })
+  await call.send({ type: 'chat', text: 'x'.repeat(MAX_MESSAGE_BYTES - 40) })
+  const msg = await call.recv()
+  if (msg !== null && msg.type === 'candidate') void msg.candidate
+  for await (const m of call) void m.type
+  await call.close('done')
+  const { reason, error } = await call.closed
+  void reason
+  void (error?.code)
+  await room.leave()
+  await ch.close()
 }
