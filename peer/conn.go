@@ -92,7 +92,8 @@ type Conn struct {
 	ready    chan struct{} // closed once the first path is up
 	isReady  bool
 	relaying bool        // the relay is the path, or is being paired
-	iceTimer *time.Timer // takes the relay when ICE does not come back
+	grace    *time.Timer // ICE disconnected: taken for failed when it fires
+	iceTimer *time.Timer // ICE failed: takes the relay when ICE does not come back
 	restarts int         // ICE restarts tried since the last connection
 	err      error       // why the connection ended
 
@@ -241,12 +242,12 @@ func (c *Conn) negotiate() {
 		}{TypeNegotiate})
 		return
 	}
-	c.offer()
+	c.offer(nil)
 }
 
 // offer makes and sends an offer, unless one is under way or the
 // connection is not stable.
-func (c *Conn) offer() {
+func (c *Conn) offer(opts *webrtc.OfferOptions) {
 	c.negMu.Lock()
 	if c.makingOffer || c.pc.SignalingState() != webrtc.SignalingStateStable {
 		c.negMu.Unlock()
@@ -259,7 +260,7 @@ func (c *Conn) offer() {
 		c.makingOffer = false
 		c.negMu.Unlock()
 	}()
-	offer, err := c.pc.CreateOffer(nil)
+	offer, err := c.pc.CreateOffer(opts)
 	if err == nil {
 		err = c.pc.SetLocalDescription(offer)
 	}
@@ -336,7 +337,7 @@ func (c *Conn) signals() {
 			}
 		case TypeNegotiate:
 			if c.pc != nil && !c.call.Polite() {
-				c.offer()
+				c.offer(nil)
 			}
 		case TypePath:
 			var m pathMsg
@@ -437,20 +438,17 @@ func (c *Conn) iceState(state webrtc.ICEConnectionState) {
 	defer c.mu.Unlock()
 	switch state {
 	case webrtc.ICEConnectionStateConnected, webrtc.ICEConnectionStateCompleted:
-		if c.iceTimer != nil {
-			c.iceTimer.Stop()
-			c.iceTimer = nil
-		}
+		c.stopTimersLocked()
 		c.restarts = 0
 	case webrtc.ICEConnectionStateDisconnected:
-		if c.iceTimer == nil {
-			c.iceTimer = time.AfterFunc(c.opts.DisconnectGrace, func() { c.iceState(webrtc.ICEConnectionStateFailed) })
+		if c.grace == nil {
+			c.grace = time.AfterFunc(c.opts.DisconnectGrace, func() { c.iceState(webrtc.ICEConnectionStateFailed) })
 		}
 	case webrtc.ICEConnectionStateFailed:
-		if c.iceTimer != nil {
-			c.iceTimer.Stop()
-		}
-		if c.relaying || c.ctx.Err() != nil {
+		// The first failure heals: a restart, and the relay when ICE is
+		// not back in time. Later ones (the restart failing too) wait for
+		// that deadline rather than push it back.
+		if c.iceTimer != nil || c.relaying || c.ctx.Err() != nil {
 			return
 		}
 		if c.restarts == 0 && !c.call.Polite() {
@@ -469,6 +467,16 @@ func (c *Conn) iceState(state webrtc.ICEConnectionState) {
 	}
 }
 
+// stopTimersLocked stops the healing timers. Called with c.mu held.
+func (c *Conn) stopTimersLocked() {
+	for _, t := range []**time.Timer{&c.grace, &c.iceTimer} {
+		if *t != nil {
+			(*t).Stop()
+			*t = nil
+		}
+	}
+}
+
 // restartICE makes an offer that restarts ICE, with fresh ICE servers when
 // ICEServersFunc gives them.
 func (c *Conn) restartICE() {
@@ -484,24 +492,7 @@ func (c *Conn) restartICE() {
 			}
 		}
 	}
-	c.negMu.Lock()
-	c.makingOffer = true
-	c.negMu.Unlock()
-	defer func() {
-		c.negMu.Lock()
-		c.makingOffer = false
-		c.negMu.Unlock()
-	}()
-	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-	if err == nil {
-		err = c.pc.SetLocalDescription(offer)
-	}
-	if err != nil {
-		c.log.Debug("ICE restart", "err", err)
-		return
-	}
-	c.log.Debug("ICE restart offered")
-	c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
+	c.offer(&webrtc.OfferOptions{ICERestart: true})
 }
 
 // end records why the connection ended and stops it.
@@ -510,9 +501,7 @@ func (c *Conn) end(err error) {
 	if c.err == nil {
 		c.err = err
 	}
-	if c.iceTimer != nil {
-		c.iceTimer.Stop()
-	}
+	c.stopTimersLocked()
 	c.mu.Unlock()
 	c.cancel()
 	c.st.end(c.endErr())

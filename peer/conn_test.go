@@ -7,9 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pion/logging"
+	"github.com/pion/transport/v5/vnet"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/signalchannel/signalchannel/internal/sctest"
@@ -173,4 +176,101 @@ func TestConnRelayFallback(t *testing.T) {
 	}
 	mu.Unlock()
 	transfer(t, a, b, 10<<20)
+}
+
+// network is a virtual network of pion's between two peers, whose link
+// the test can cut: the peers' ICE, DTLS and SCTP are real, only the
+// wire between them is simulated.
+type network struct {
+	wan *vnet.Router
+	cut atomic.Bool
+}
+
+func newNetwork(t *testing.T) *network {
+	t.Helper()
+	n := &network{}
+	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "10.9.0.0/24", LoggerFactory: logging.NewDefaultLoggerFactory()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wan.AddChunkFilter(func(vnet.Chunk) bool { return !n.cut.Load() })
+	n.wan = wan
+	return n
+}
+
+// engine returns the SettingEngine of a peer at ip on the network, whose
+// ICE takes a second to call a silent path disconnected and two to call it
+// failed.
+func (n *network) engine(t *testing.T, ip string) *webrtc.SettingEngine {
+	t.Helper()
+	vn, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{ip}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.wan.AddNet(vn); err != nil {
+		t.Fatal(err)
+	}
+	se := &webrtc.SettingEngine{}
+	se.SetNet(vn)
+	se.SetICETimeouts(time.Second, 2*time.Second, 200*time.Millisecond)
+	return se
+}
+
+func (n *network) start(t *testing.T) {
+	t.Helper()
+	if err := n.wan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.wan.Stop() })
+}
+
+// The direct path is cut in the middle of a transfer: the connection sees
+// ICE fail, tries a restart, takes the relay, and each side reads exactly
+// the bytes the other wrote, none lost, none twice.
+func TestConnHealsOverRelay(t *testing.T) {
+	ts := sctest.NewServer(t, sctest.Options{})
+	ac, bc := callPair(t, ts.URL)
+	nw := newNetwork(t)
+	seA, seB := nw.engine(t, "10.9.0.2"), nw.engine(t, "10.9.0.3")
+	nw.start(t)
+	engines := make(chan *webrtc.SettingEngine, 2)
+	engines <- seA
+	engines <- seB
+	a, b := connectPair(t, ac, bc, func() peer.ConnOptions {
+		return peer.ConnOptions{SettingEngine: <-engines, DirectTimeout: 2 * time.Second, DisconnectGrace: time.Second}
+	})
+	if a.Path() != peer.PathDirect || b.Path() != peer.PathDirect {
+		t.Fatalf("paths %q and %q before the cut, want direct", a.Path(), b.Path())
+	}
+	// Cut the link once b has read a third of what a sends.
+	const n = 6 << 20
+	cutAfter := &cutReader{r: b, at: n / 3, cut: func() { nw.cut.Store(true) }}
+	transfer(t, a, struct {
+		io.Reader
+		io.Writer
+	}{cutAfter, b}, n)
+	if !nw.cut.Load() {
+		t.Fatal("the link was never cut")
+	}
+	if a.Path() != peer.PathRelay || b.Path() != peer.PathRelay {
+		t.Fatalf("paths %q and %q after the cut, want relay", a.Path(), b.Path())
+	}
+}
+
+// cutReader calls cut once at bytes have been read through it.
+type cutReader struct {
+	r    io.Reader
+	n    int
+	at   int
+	cut  func()
+	once sync.Once
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	if c.n >= c.at {
+		c.once.Do(c.cut)
+	}
+	return n, err
 }

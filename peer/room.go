@@ -258,10 +258,20 @@ func (r *Room) event(ev model.KeyEvent) {
 	}
 	// X/call/<me>/c
 	parts := strings.Split(ev.Key, "/")
-	if len(parts) != 4 || parts[1] != "call" || parts[2] != r.id || parts[0] == r.id || ev.Kind != model.KeyAdded || !validCallID(parts[3]) {
+	if len(parts) != 4 || parts[1] != "call" || parts[2] != r.id || parts[0] == r.id || !validCallID(parts[3]) {
 		return
 	}
-	r.incoming(parts[0], parts[3], ev.Key)
+	if ev.Kind == model.KeyRemoved {
+		// The caller is done with it: forget it, so that seen holds only
+		// the live call keys.
+		r.mu.Lock()
+		delete(r.seen, ev.Key)
+		r.mu.Unlock()
+		return
+	}
+	if ev.Kind == model.KeyAdded {
+		r.incoming(parts[0], parts[3], ev.Key)
+	}
 }
 
 func (r *Room) memberEvent(ev model.KeyEvent) {

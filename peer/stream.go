@@ -120,7 +120,8 @@ type stream struct {
 	err     error // the stream's end
 
 	// sending
-	wmu     sync.Mutex // Write and the resend of a path change, one at a time
+	writers sync.Mutex // one Write at a time, so that frames go out in order
+	wmu     sync.Mutex // a frame write and the resend of a path change, one at a time
 	acked   uint64     // offset of unsent[0]
 	unsent  []byte     // written and not acknowledged
 	written uint64     // offset after the last byte written
@@ -300,9 +301,12 @@ func (s *stream) Read(b []byte) (int, error) {
 
 // Write keeps b until it is acknowledged and sends it on the current path,
 // waiting while the window is full or there is no path.
+//
+// It waits holding no lock that use needs: a path change must get through
+// while a Write waits for acknowledgements the dead path will never bring.
 func (s *stream) Write(b []byte) (int, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.writers.Lock()
+	defer s.writers.Unlock()
 	total := 0
 	for len(b) > 0 {
 		s.mu.Lock()
@@ -318,13 +322,17 @@ func (s *stream) Write(b []byte) (int, error) {
 			return total, os.ErrDeadlineExceeded
 		}
 		n := min(len(b), maxPayload, window-len(s.unsent))
-		off, p := s.written, s.cur
+		off := s.written
 		s.unsent = append(s.unsent, b[:n]...)
 		s.written += uint64(n)
 		s.mu.Unlock()
-		// A failed write is not an error of Write: the bytes are kept,
-		// and the next path sends them.
-		p.writeFrame(frameData, off, b[:n])
+		// On the path current now: one that came meanwhile has sent these
+		// bytes already, and the receiver drops them the second time. A
+		// failed write is not an error of Write: the bytes are kept, and
+		// the next path sends them.
+		s.wmu.Lock()
+		s.path().writeFrame(frameData, off, b[:n])
+		s.wmu.Unlock()
 		total += n
 		b = b[n:]
 	}
