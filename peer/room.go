@@ -370,6 +370,25 @@ func (r *Room) answer(from, callID string, glare chan *Call) {
 		return
 	}
 	q := &Request{room: r, from: from, meta: meta, callID: callID, conn: conn, br: br, decided: make(chan struct{})}
+	if glare == nil {
+		// This member may have called `from` since the call key appeared:
+		// the glare rule applies now as it would have then.
+		r.mu.Lock()
+		out := r.outgoing[from]
+		switch {
+		case out == nil:
+		case r.id < from:
+			// Our call stands; from drops its own, which stays unanswered.
+			r.mu.Unlock()
+			r.leaveUnanswered(conn)
+			return
+		default:
+			delete(r.outgoing, from)
+			out.cancel()
+			glare = out.glare
+		}
+		r.mu.Unlock()
+	}
 	if glare != nil {
 		c, err := q.Accept()
 		if err != nil {
@@ -406,6 +425,20 @@ func (r *Room) answer(from, callID string, glare chan *Call) {
 		}
 	}()
 	r.opts.OnRequest(q)
+}
+
+// leaveUnanswered holds a call that lost to this member's own (glare)
+// until its caller drops it, so that the caller sees its call taken rather
+// than reset.
+func (r *Room) leaveUnanswered(conn *client.RelayConn) {
+	t := time.NewTimer(r.opts.CallTimeout)
+	defer t.Stop()
+	select {
+	case <-conn.Done():
+	case <-t.C:
+	case <-r.ctx.Done():
+	}
+	conn.Reset()
 }
 
 // Call calls the member `to` and returns the call once it accepts; a call

@@ -364,23 +364,7 @@ func TestLeaveEndsCalls(t *testing.T) {
 // With ownership, a member cannot ring another in someone else's name: the
 // server refuses the forged call key, and the callee hears nothing of it.
 func TestForgedCallRefused(t *testing.T) {
-	v, err := auth.NewVerifier(auth.Config{Secret: sctest.TestSecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := sctest.NewServer(t, sctest.Options{Channel: server.Config{Verifier: v}})
-	dial := func(sub string) *client.Session {
-		tok, err := auth.Mint(sctest.TestSecret, auth.Grant{Subject: sub, Allow: []string{"scuttlebutt:room/*", "relay:room/*"}, Own: []string{"scuttlebutt:room/*"}, TTL: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := client.Dial(sctest.Ctx(t), ts.URL, client.DialOptions{Token: tok})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	dial := ownedRooms(t)
 	var requests atomic.Int64
 	bob, _ := joinOn(t, dial("bob"), "r", nil, peer.RoomOptions{OnRequest: func(q *peer.Request) {
 		requests.Add(1)
@@ -457,4 +441,131 @@ func TestRoomAcrossCluster(t *testing.T) {
 	exchange(t, bc, ac)
 	ac.Close("done")
 	bc.Close("done")
+}
+
+// The glare rule holds when the crossing call is seen only after the
+// other's request was paired: a hand-driven caller x pairs with b, waits
+// until b calls x too, and only then sends its request. The greater id
+// takes x's call as the answer to its own; the smaller keeps its own and
+// leaves x's call unanswered. Either way b never asks its application.
+func TestCallGlareLate(t *testing.T) {
+	dial := ownedRooms(t)
+	for _, x := range []string{"a", "c"} { // b is greater than a, smaller than c
+		t.Run("x="+x, func(t *testing.T) {
+			room := "late-" + x
+			var asked atomic.Int64
+			b, _ := joinOn(t, dial("b"), room, nil, peer.RoomOptions{OnRequest: func(q *peer.Request) {
+				asked.Add(1)
+				q.Reject("asked")
+			}})
+			xs := dial(x)
+			m := model.New(model.Options{})
+			defer m.Close()
+			rep, err := xs.Replicate(sctest.Ctx(t), "room/"+room, m, client.ReplicateOptions{Ephemeral: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rep.Close()
+			m.Set(x, json.RawMessage(`{"meta":null}`))
+			m.Set(x+"/call/b/late-call-1", json.RawMessage(`{}`))
+			xconn, err := xs.Relay(sctest.Ctx(t), "room/"+room, x+"/sig/b/late-call-1", "b/sig/"+x+"/late-call-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer xconn.Reset()
+			// b calls x; x sees b's call key, then sends its own request.
+			type result struct {
+				c   *peer.Call
+				err error
+			}
+			got := make(chan result, 1)
+			go func() {
+				c, err := b.Call(sctest.Ctx(t), x, peer.CallOptions{})
+				got <- result{c, err}
+			}()
+			var bKey string
+			sctest.WaitFor(t, 10*time.Second, func() error {
+				for _, k := range m.Keys() {
+					if strings.HasPrefix(k, "b/call/"+x+"/") {
+						bKey = k
+						return nil
+					}
+				}
+				return errors.New("b's call key not seen")
+			})
+			if _, err := xconn.Write([]byte(`{"type":"request","meta":null}` + "\n")); err != nil {
+				t.Fatal(err)
+			}
+			bCallID := bKey[strings.LastIndexByte(bKey, '/')+1:]
+			var want string
+			if x < "b" {
+				// b drops its call and accepts x's.
+				line := readLine(t, xconn)
+				if line != `{"type":"accept"}` {
+					t.Fatalf("x's request answered %s", line)
+				}
+				want = "late-call-1"
+			} else {
+				// b keeps its call: x answers it, and its own stays unanswered.
+				bconn, err := xs.Relay(sctest.Ctx(t), "room/"+room, x+"/sig/b/"+bCallID, "b/sig/"+x+"/"+bCallID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer bconn.Reset()
+				if line := readLine(t, bconn); !strings.Contains(line, `"request"`) {
+					t.Fatalf("b's call began with %s", line)
+				}
+				bconn.Write([]byte(`{"type":"accept"}` + "\n"))
+				want = bCallID
+			}
+			r := <-got
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.c.ID() != want || asked.Load() != 0 {
+				t.Fatalf("b's call is %s, want %s; b's application was asked %d times", r.c.ID(), want, asked.Load())
+			}
+			r.c.Close("done")
+		})
+	}
+}
+
+// readLine reads one newline-terminated line, byte by byte so that
+// nothing after it is consumed.
+func readLine(t *testing.T, r io.Reader) string {
+	t.Helper()
+	var b []byte
+	one := make([]byte, 1)
+	for {
+		if _, err := r.Read(one); err != nil {
+			t.Fatalf("read after %q: %v", b, err)
+		}
+		if one[0] == '\n' {
+			return string(b)
+		}
+		b = append(b, one[0])
+	}
+}
+
+// ownedRooms starts a server that checks tokens, and returns a dialer of
+// sessions with the peer id sub, owning their keys in rooms.
+func ownedRooms(t *testing.T) func(sub string) *client.Session {
+	t.Helper()
+	v, err := auth.NewVerifier(auth.Config{Secret: sctest.TestSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := sctest.NewServer(t, sctest.Options{Channel: server.Config{Verifier: v}})
+	return func(sub string) *client.Session {
+		tok, err := auth.Mint(sctest.TestSecret, auth.Grant{Subject: sub, Allow: []string{"scuttlebutt:room/*", "relay:room/*"}, Own: []string{"scuttlebutt:room/*"}, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := client.Dial(sctest.Ctx(t), ts.URL, client.DialOptions{Token: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
 }
