@@ -570,9 +570,34 @@ func (c *Conn) wait(d *deadline) error {
 	}
 }
 
-// Close ends the connection: the data path, the peer connection and the
-// call. It waits for the connection's goroutines.
+// CloseLinger bounds how long Close waits for the other side to
+// acknowledge the bytes written.
+const CloseLinger = 5 * time.Second
+
+// CloseWrite ends the data this side sends: the other side's Read returns
+// io.EOF once it has read every byte before. Reading goes on.
+func (c *Conn) CloseWrite() error {
+	if err := c.wait(c.wdl); err != nil {
+		return err
+	}
+	c.st.closeWrite()
+	return nil
+}
+
+// Close ends the connection: it sends the end of the data (as CloseWrite),
+// waits up to CloseLinger for the other side to have every byte written,
+// then ends the data path, the peer connection and the call. It waits for
+// the connection's goroutines.
 func (c *Conn) Close() error {
+	c.mu.Lock()
+	open := c.isReady && c.err == nil
+	c.mu.Unlock()
+	if open {
+		c.st.closeWrite()
+		if !c.st.flush(CloseLinger) {
+			c.log.Debug("closed with bytes the other side has not acknowledged")
+		}
+	}
 	c.end(net.ErrClosed)
 	c.call.Close("connection closed")
 	if c.pc != nil {

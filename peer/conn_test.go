@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -273,4 +274,47 @@ func (c *cutReader) Read(p []byte) (int, error) {
 		c.once.Do(c.cut)
 	}
 	return n, err
+}
+
+// Close sends what was written before it: the other side reads every byte,
+// then io.EOF; CloseWrite leaves the other direction open.
+func TestConnCloseDeliversAll(t *testing.T) {
+	for _, relay := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relay=%v", relay), func(t *testing.T) {
+			ts := sctest.NewServer(t, sctest.Options{})
+			ac, bc := callPair(t, ts.URL)
+			a, b := connectPair(t, ac, bc, func() peer.ConnOptions {
+				return peer.ConnOptions{SettingEngine: loopback(false), DirectTimeout: time.Minute, ForceRelay: relay}
+			})
+			data := make([]byte, 1<<20+17)
+			for i := range data {
+				data[i] = byte(i * 7)
+			}
+			// b half-closes: a reads EOF, and b still reads what a sends.
+			if err := b.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := a.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("a read %d, %v after b's CloseWrite; want io.EOF", n, err)
+			}
+			if _, err := b.Write([]byte("x")); err == nil {
+				t.Fatal("b wrote after CloseWrite")
+			}
+			got := make(chan []byte, 1)
+			go func() {
+				all, err := io.ReadAll(b)
+				if err != nil {
+					t.Errorf("b's read ended with %v, want io.EOF", err)
+				}
+				got <- all
+			}()
+			if _, err := a.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			if all := <-got; !bytes.Equal(all, data) {
+				t.Fatalf("b read %d bytes, want %d", len(all), len(data))
+			}
+		})
+	}
 }

@@ -19,21 +19,31 @@ import (
 // what it has, and the sender keeps what is not acknowledged and sends it
 // again on the next path (PROTOCOL.md section 10).
 //
-//	kind   u8  (1 data, 2 ack)
-//	offset u64 (data: of the first byte; ack: every byte before it arrived)
-//	length u32 (data: of the payload; ack: 0)
+//	kind   u8  (1 data, 2 ack, 3 fin)
+//	offset u64 (data: of the first byte; ack: every byte before it arrived;
+//	           fin: the end, after the last byte the sender will write)
+//	length u32 (data: of the payload; ack, fin: 0)
 //	payload
+//
+// A receiver acknowledges at once when 64 KiB have arrived since its last
+// acknowledgement or a fin has, and otherwise within ackDelay, so that a
+// sender learns soon that its last bytes arrived.
 const (
 	frameData   = 1
 	frameAck    = 2
+	frameFin    = 3
 	frameHeader = 13
 	// maxPayload is the largest payload of a data frame.
 	maxPayload = 16 << 10
 	// window bounds the bytes written but not acknowledged, and those
 	// received but not read.
 	window = 4 << 20
-	// ackEvery is how many bytes the receiver takes before it acknowledges.
+	// ackEvery is how many bytes the receiver takes before it acknowledges
+	// at once.
 	ackEvery = 64 << 10
+	// ackDelay bounds how long received bytes wait for their
+	// acknowledgement.
+	ackDelay = 20 * time.Millisecond
 )
 
 // path is one way the frames travel: the data channel or the relay.
@@ -47,19 +57,44 @@ type path struct {
 	// read, which may be waiting for this side to read. It leaves the
 	// offset to acknowledge here, and the acker writes it.
 	ackAt atomic.Uint64
-	ackc  chan struct{}
+	ackc  chan struct{} // acknowledge now
+	soonc chan struct{} // acknowledge within ackDelay
 }
 
 func newPath(kind Path, rwc io.ReadWriteCloser, br *bufio.Reader) *path {
-	return &path{kind: kind, rwc: rwc, br: br, ackc: make(chan struct{}, 1)}
+	return &path{kind: kind, rwc: rwc, br: br, ackc: make(chan struct{}, 1), soonc: make(chan struct{}, 1)}
+}
+
+// signal wakes the acker: at once, or within ackDelay.
+func (p *path) signal(now bool) {
+	c := p.soonc
+	if now {
+		c = p.ackc
+	}
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // acker writes the acknowledgements of p until p fails or done closes.
 func (p *path) acker(done <-chan struct{}) {
 	var sent uint64
+	delay := time.NewTimer(ackDelay)
+	delay.Stop()
+	defer delay.Stop()
+	armed := false
 	for {
 		select {
 		case <-p.ackc:
+		case <-p.soonc:
+			if !armed {
+				armed = true
+				delay.Reset(ackDelay)
+			}
+			continue
+		case <-delay.C:
+			armed = false
 		case <-done:
 			return
 		}
@@ -125,11 +160,14 @@ type stream struct {
 	acked   uint64     // offset of unsent[0]
 	unsent  []byte     // written and not acknowledged
 	written uint64     // offset after the last byte written
+	finOut  bool       // CloseWrite was called: no byte after written
 
 	// receiving
 	delivered uint64 // offset after the last byte received
 	unacked   int    // received since the last ack
 	recv      []byte // received, not read
+	finIn     bool   // the other side's fin arrived, at finAt
+	finAt     uint64
 
 	rdl, wdl streamDeadline // of Read and Write
 }
@@ -178,7 +216,7 @@ func (s *stream) use(p *path, wg *sync.WaitGroup, onFail func(*path, error)) {
 	s.mu.Lock()
 	old := s.cur
 	s.cur = p
-	off, pending := s.acked, append([]byte(nil), s.unsent...)
+	off, pending, fin := s.acked, append([]byte(nil), s.unsent...), s.finOut
 	s.changed.Broadcast()
 	s.mu.Unlock()
 	if old != nil {
@@ -204,6 +242,9 @@ func (s *stream) use(p *path, wg *sync.WaitGroup, onFail func(*path, error)) {
 		off += uint64(n)
 		pending = pending[n:]
 	}
+	if fin {
+		p.writeFrame(frameFin, off, nil)
+	}
 }
 
 // readLoop applies the frames of p until it fails.
@@ -216,51 +257,79 @@ func (s *stream) readLoop(p *path) error {
 		}
 		switch kind {
 		case frameData:
-			if ack, err := s.receive(off, payload); err != nil {
+			ack, now, err := s.receive(off, payload)
+			if err != nil {
 				return err
-			} else if ack > 0 {
+			}
+			if ack > 0 {
 				p.ackAt.Store(ack)
-				select {
-				case p.ackc <- struct{}{}:
-				default:
-				}
+				p.signal(now)
 			}
 		case frameAck:
 			s.ack(off)
+		case frameFin:
+			ack, err := s.fin(off)
+			if err != nil {
+				return err
+			}
+			p.ackAt.Store(ack)
+			p.signal(true)
 		}
 	}
 }
 
 // receive takes a data frame: the bytes past those already received are
 // kept for Read. It waits while the unread bytes fill the window. It
-// returns the offset to acknowledge, or 0.
-func (s *stream) receive(off uint64, payload []byte) (uint64, error) {
+// returns the offset to acknowledge (0: none) and whether to acknowledge
+// it at once.
+func (s *stream) receive(off uint64, payload []byte) (uint64, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	end := off + uint64(len(payload))
 	if end <= s.delivered {
-		return 0, nil // seen on the path before
+		return 0, false, nil // seen on the path before
 	}
 	if off > s.delivered {
-		return 0, fmt.Errorf("peer: bytes from %d missing before %d", s.delivered, off)
+		return 0, false, fmt.Errorf("peer: bytes from %d missing before %d", s.delivered, off)
+	}
+	if s.finIn && end > s.finAt {
+		return 0, false, fmt.Errorf("peer: bytes past the fin at %d", s.finAt)
 	}
 	for len(s.recv) >= window && s.err == nil {
 		s.changed.Wait()
 	}
 	if s.err != nil {
-		return 0, s.err
+		return 0, false, s.err
 	}
 	fresh := payload[s.delivered-off:]
 	s.recv = append(s.recv, fresh...)
 	s.delivered = end
 	s.unacked += len(fresh)
 	s.changed.Broadcast()
-	if s.unacked >= ackEvery {
+	now := s.unacked >= ackEvery
+	if now {
 		s.unacked = 0
-		return s.delivered, nil
 	}
-	return 0, nil
+	return s.delivered, now, nil
 }
+
+// fin takes the other side's fin: no byte comes after off. It returns the
+// offset to acknowledge.
+func (s *stream) fin(off uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off < s.delivered || (s.finIn && off != s.finAt) {
+		return 0, fmt.Errorf("peer: a fin at %d after %d bytes", off, s.delivered)
+	}
+	s.finIn, s.finAt = true, off
+	s.unacked = 0
+	s.changed.Broadcast()
+	return s.delivered, nil
+}
+
+// eof reports whether every byte before the other side's fin was read.
+// Called with s.mu held.
+func (s *stream) eof() bool { return s.finIn && s.delivered == s.finAt && len(s.recv) == 0 }
 
 // ack frees what the other side has received.
 func (s *stream) ack(off uint64) {
@@ -281,10 +350,13 @@ func (s *stream) ack(off uint64) {
 func (s *stream) Read(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.recv) == 0 && s.err == nil && !s.rdl.passed() {
+	for len(s.recv) == 0 && !s.eof() && s.err == nil && !s.rdl.passed() {
 		s.changed.Wait()
 	}
 	if len(s.recv) == 0 {
+		if s.eof() {
+			return 0, io.EOF
+		}
 		if s.err != nil {
 			return 0, s.err
 		}
@@ -317,6 +389,10 @@ func (s *stream) Write(b []byte) (int, error) {
 			s.mu.Unlock()
 			return total, s.err
 		}
+		if s.finOut {
+			s.mu.Unlock()
+			return total, errWriteClosed
+		}
 		if len(s.unsent) >= window || s.cur == nil {
 			s.mu.Unlock()
 			return total, os.ErrDeadlineExceeded
@@ -337,6 +413,46 @@ func (s *stream) Write(b []byte) (int, error) {
 		b = b[n:]
 	}
 	return total, nil
+}
+
+var errWriteClosed = errors.New("peer: write after CloseWrite")
+
+// closeWrite sends the fin after the bytes written: the other side's Read
+// returns io.EOF once it has read them.
+func (s *stream) closeWrite() {
+	s.writers.Lock()
+	defer s.writers.Unlock()
+	s.mu.Lock()
+	if s.finOut || s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.finOut = true
+	off, p := s.written, s.cur
+	s.mu.Unlock()
+	if p != nil { // else the first path sends it
+		s.wmu.Lock()
+		s.path().writeFrame(frameFin, off, nil)
+		s.wmu.Unlock()
+	}
+}
+
+// flush waits until every byte written is acknowledged, the stream ends,
+// or d passes; it reports whether all were.
+func (s *stream) flush(d time.Duration) bool {
+	t := time.AfterFunc(d, func() {
+		s.mu.Lock()
+		s.changed.Broadcast()
+		s.mu.Unlock()
+	})
+	defer t.Stop()
+	deadline := time.Now().Add(d)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.acked < s.written && s.err == nil && time.Now().Before(deadline) {
+		s.changed.Wait()
+	}
+	return s.acked == s.written
 }
 
 // end ends the stream with err: waiting calls return it.
