@@ -43,8 +43,9 @@ type ConnOptions struct {
 	// ICEServers are the STUN and TURN servers of the peer connection.
 	ICEServers []webrtc.ICEServer
 	// SettingEngine, if set, tunes the peer connection (network types,
-	// interfaces, loopback candidates); Connect makes it detach data
-	// channels. Default a SettingEngine of pion's defaults.
+	// interfaces, loopback candidates); Connect uses a copy that detaches
+	// data channels, so one engine may serve many connections. Default a
+	// SettingEngine of pion's defaults.
 	SettingEngine *webrtc.SettingEngine
 	// DirectTimeout is how long the connection waits for its WebRTC data
 	// channel before its data takes the relay. Default 10s.
@@ -147,12 +148,13 @@ func Connect(ctx context.Context, call *Call, opts ConnOptions) (*Conn, error) {
 
 // startWebRTC builds the peer connection and its negotiated data channel.
 func (c *Conn) startWebRTC() error {
-	se := c.opts.SettingEngine
-	if se == nil {
-		se = &webrtc.SettingEngine{}
+	// A copy: the caller's engine may serve several connections at once.
+	var se webrtc.SettingEngine
+	if c.opts.SettingEngine != nil {
+		se = *c.opts.SettingEngine
 	}
 	se.DetachDataChannels()
-	api := webrtc.NewAPI(webrtc.WithSettingEngine(*se))
+	api := webrtc.NewAPI(webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: c.opts.ICEServers})
 	if err != nil {
 		return fmt.Errorf("peer: peer connection: %w", err)

@@ -475,4 +475,67 @@ export class Call implements AsyncIterable<CallMessage> {
   close (reason?: string): Promise<void>
   /** Ends the call at once, both ways (RST). */
   reset (): void
+  /**
+   * Sets up a connection over the call and resolves once its data can flow:
+   * over a WebRTC data channel, or over the relay when none opens within
+   * `directTimeout`. Both sides of the call connect.
+   */
+  connect (options?: ConnectOptions): Promise<Connection>
 }
+
+export interface ConnectOptions {
+  /** The RTCPeerConnection implementation. Default globalThis.RTCPeerConnection (browsers); in Node, pass one, or use forceRelay. */
+  RTCPeerConnection?: typeof RTCPeerConnection
+  /** The peer connection's configuration (iceTransportPolicy and the like). */
+  config?: RTCConfiguration
+  /** STUN and TURN servers; they replace config.iceServers. */
+  iceServers?: RTCIceServer[]
+  /** Gives the ICE servers of every ICE restart, so that a restart uses current TURN credentials. */
+  iceServersFunc?: () => Promise<RTCIceServer[]>
+  /** How long, in ms, to wait for the data channel before the data takes the relay. Default 10000. */
+  directTimeout?: number
+  /** How long, in ms, ICE may stay disconnected before the connection heals itself (ICE restart, then the relay). Default 5000. */
+  disconnectGrace?: number
+  /** Takes the relay at once, without WebRTC. */
+  forceRelay?: boolean
+  /** Gives the connection up before it is ready. */
+  signal?: AbortSignal
+}
+
+/** How a connection's data travels: a data channel over a direct ICE path or through TURN, or the server's relay; '' before the first. */
+export type Path = '' | 'direct' | 'turn' | 'relay'
+
+export interface ConnectionEvents {
+  /** The data took a new path. */
+  path: (path: Path) => void
+  /** The connection has ended: null after close(), else why. */
+  close: (err: SignalChannelError | null) => void
+}
+
+/**
+ * A connection between two members over an accepted call (`Call.connect`):
+ * bytes both ways that survive a change of path, and the RTCPeerConnection
+ * for media (renegotiation runs over the call by itself).
+ */
+export class Connection {
+  readonly call: Call
+  /** How the data travels now. */
+  readonly path: Path
+  /** The peer connection, to add and remove media tracks; null with forceRelay. */
+  readonly pc: RTCPeerConnection | null
+  /** The bytes the other side writes; it ends once the other side closed and all its bytes were read. */
+  readonly readable: ReadableStream<Uint8Array>
+  /** Bytes to the other side; closing it ends them (the other side's readable ends after the last). */
+  readonly writable: WritableStream<Uint8Array | ArrayBuffer | ArrayBufferView | string>
+  /** Resolves with the error that ended the connection, or null after close(). */
+  readonly closed: Promise<SignalChannelError | null>
+  /** Ends the data this side sends, waits (5 s at most) for the other side to have it all, then closes the peer connection and the call. */
+  close (): Promise<void>
+  on<E extends keyof ConnectionEvents> (event: E, fn: ConnectionEvents[E]): this
+  once<E extends keyof ConnectionEvents> (event: E, fn: ConnectionEvents[E]): this
+  off (event: string, fn: (...args: any[]) => void): this
+}
+
+export const DEFAULT_DIRECT_TIMEOUT: number
+export const DEFAULT_DISCONNECT_GRACE: number
+export const CLOSE_LINGER: number

@@ -2,6 +2,7 @@ import { SignalChannelError } from './errors.js'
 import { Emitter } from './emitter.js'
 import { ByteReader, toBytes } from './bytes.js'
 import { Model } from './model.js'
+import { connectCall } from './connection.js'
 
 /** MAX_MESSAGE_BYTES is the longest message of a call, newline included (PROTOCOL.md section 10). */
 export const MAX_MESSAGE_BYTES = 65536
@@ -783,6 +784,19 @@ export class Call {
   reset () {
     this.room.forget(this)
     this.pipe.reset()
+  }
+
+  /**
+   * connect sets up a connection over the call (PROTOCOL.md section 10,
+   * "Connections") and resolves once its data can flow: over a WebRTC
+   * data channel, or over the relay when none opens in time. Both sides of
+   * the call connect; the call carries the connection's signalling from
+   * then on.
+   * @param {import('./index.js').ConnectOptions} [options]
+   * @returns {Promise<import('./connection.js').Connection>}
+   */
+  connect (options) {
+    return connectCall(this, options)
   }
 }
 

@@ -271,3 +271,64 @@ export async function relayTimeoutFlag (bin) {
   for (const f of flags) if (/^relay-pair.*timeout$/.test(f)) return f
   return null
 }
+
+let peerBuilt = null
+
+/**
+ * startGoPeer runs the Go peer example (examples/peer) with args and
+ * collects the events it prints, one JSON object a line. waitEvent(pred)
+ * resolves with the first event (past or future) that pred accepts.
+ * options.prefix is a command that runs it (such as ip netns exec NAME).
+ * @param {string[]} args
+ * @param {{prefix?: string[]}} [options]
+ */
+export async function startGoPeer (args, options = {}) {
+  if (!peerBuilt) peerBuilt = goBuild('./examples/peer', 'peer')
+  const bin = await peerBuilt
+  const prefix = options.prefix ?? []
+  const cmd = prefix.length > 0 ? prefix[0] : bin
+  const cmdArgs = prefix.length > 0 ? [...prefix.slice(1), bin, ...args] : args
+  const proc = spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const events = []
+  const stderr = []
+  let waiters = []
+  createInterface({ input: proc.stdout }).on('line', (line) => {
+    try {
+      events.push(JSON.parse(line))
+    } catch {
+      return
+    }
+    const w = waiters
+    waiters = []
+    for (const f of w) f()
+  })
+  createInterface({ input: proc.stderr }).on('line', (line) => stderr.push(line))
+  const exited = new Promise((resolve) => proc.once('exit', (code, sig) => resolve({ code, sig })))
+  return {
+    events,
+    /** waitEvent resolves with the first event pred accepts, or rejects after timeout ms with what was seen. */
+    async waitEvent (pred, timeout = 20_000, what = 'event') {
+      const deadline = Date.now() + timeout
+      for (;;) {
+        const ev = events.find(pred)
+        if (ev) return ev
+        const left = deadline - Date.now()
+        if (left <= 0 || proc.exitCode !== null) {
+          throw new Error(`the Go peer printed no ${what} within ${timeout} ms; it printed:\n${events.map((e) => JSON.stringify(e)).join('\n')}\n${stderr.join('\n')}`)
+        }
+        await new Promise((resolve) => {
+          const t = setTimeout(resolve, Math.min(left, 500))
+          waiters.push(() => { clearTimeout(t); resolve() })
+        })
+      }
+    },
+    /** stop ends the peer: SIGINT, then SIGKILL after 5 s. */
+    async stop () {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGINT')
+        const t = setTimeout(() => proc.kill('SIGKILL'), 5000)
+        await exited.finally(() => clearTimeout(t))
+      }
+    }
+  }
+}

@@ -1,6 +1,6 @@
 // Compiled by types.test.mjs against the package's declarations: the
 // snippets of README.md, typed.
-import { connect, reconnect, Model, SignalChannelError, MAX_MESSAGE_BYTES, type Update, type Call, type Member, type Request } from 'signalchannel'
+import { connect, reconnect, Model, SignalChannelError, MAX_MESSAGE_BYTES, DEFAULT_DIRECT_TIMEOUT, DEFAULT_DISCONNECT_GRACE, CLOSE_LINGER, type Update, type Call, type Member, type Request, type Connection, type Path } from 'signalchannel'
 
 export async function usage (token: string): Promise<void> {
   const ch = await connect('ws://127.0.0.1:8080/v1/channel', { token })
@@ -124,4 +124,30 @@ export async function rooms (token: string): Promise<void> {
   void (error?.code)
   await room.leave()
   await ch.close()
+}
+
+export async function connections (call: Call): Promise<void> {
+  const conn: Connection = await call.connect({
+    iceServers: [{ urls: 'stun:stun.example.org:3478' }],
+    iceServersFunc: async () => [{ urls: 'turn:turn.example.org', username: 'u', credential: 'c' }],
+    config: { iceTransportPolicy: 'all' },
+    directTimeout: 5000,
+    disconnectGrace: DEFAULT_DISCONNECT_GRACE,
+    signal: AbortSignal.timeout(CLOSE_LINGER + DEFAULT_DIRECT_TIMEOUT)
+  })
+  const path: Path = conn.path
+  conn.on('path', (p) => { void (p === 'turn') })
+  conn.on('close', (err) => { void err?.code })
+  void path
+  conn.pc?.addTransceiver('video', { direction: 'recvonly' })
+  const w = conn.writable.getWriter()
+  await w.write('hello')
+  await w.write(new Uint8Array([1]))
+  await w.close()
+  for await (const chunk of conn.readable) void chunk.byteLength
+  await conn.close()
+  const why: SignalChannelError | null = await conn.closed
+  void why
+  const relayed = await call.connect({ forceRelay: true })
+  await relayed.close()
 }
