@@ -63,7 +63,7 @@ func newCall(r *Room, id string, conn *client.RelayConn, rd io.Reader) *Call {
 		room:   r,
 		id:     id,
 		conn:   conn,
-		br:     bufio.NewReaderSize(rd, 4096),
+		br:     bufio.NewReaderSize(rd, MaxMessageBytes),
 		peer:   conn.Peer(),
 		polite: r.id > conn.Peer().ID,
 	}

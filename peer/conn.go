@@ -237,12 +237,50 @@ const TypeNegotiate = "negotiate"
 // negotiate is perfect negotiation's onnegotiationneeded. pion cannot roll
 // an offer back, which the polite side of a collision must do: so the
 // polite side here never offers, and asks the impolite side to.
+//
+// An offer from the other side has no place for a track this side added
+// since: the negotiate message names the kinds of those tracks
+// ("receive"), and the impolite side adds a receiving transceiver for each
+// before it offers, which this side's sending one then takes.
 func (c *Conn) negotiate() {
 	if c.call.Polite() {
-		c.send(struct {
-			Type string `json:"type"`
-		}{TypeNegotiate})
+		m := negotiateMsg{Type: TypeNegotiate, Receive: c.unplacedKinds()}
+		c.log.Debug("negotiation needed: asking for an offer", "receive", m.Receive)
+		c.send(m)
 		return
+	}
+	c.log.Debug("negotiation needed: offering")
+	c.offer(nil)
+}
+
+type negotiateMsg struct {
+	Type    string   `json:"type"`
+	Receive []string `json:"receive,omitempty"`
+}
+
+// unplacedKinds returns the kinds of the sending transceivers that no
+// negotiation has placed yet.
+func (c *Conn) unplacedKinds() []string {
+	var kinds []string
+	for _, t := range c.pc.GetTransceivers() {
+		if t.Mid() == "" && t.Sender() != nil && t.Sender().Track() != nil {
+			kinds = append(kinds, t.Kind().String())
+		}
+	}
+	return kinds
+}
+
+// onNegotiate answers the polite side's request for an offer: a receiving
+// transceiver for each kind it names, then an offer.
+func (c *Conn) onNegotiate(m negotiateMsg) {
+	for _, k := range m.Receive {
+		kind := webrtc.NewRTPCodecType(k)
+		if kind == 0 {
+			continue
+		}
+		if _, err := c.pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			c.log.Debug("receiving transceiver", "kind", k, "err", err)
+		}
 	}
 	c.offer(nil)
 }
@@ -270,11 +308,13 @@ func (c *Conn) offer(opts *webrtc.OfferOptions) {
 		c.log.Debug("offer", "err", err)
 		return
 	}
+	c.log.Debug("offer sent", "restart", opts != nil && opts.ICERestart)
 	c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
 }
 
 // onDescription is perfect negotiation's handling of a remote description.
 func (c *Conn) onDescription(desc webrtc.SessionDescription) error {
+	c.log.Debug("remote description", "type", desc.Type.String(), "state", c.pc.SignalingState().String())
 	c.negMu.Lock()
 	collision := desc.Type == webrtc.SDPTypeOffer && (c.makingOffer || c.pc.SignalingState() != webrtc.SignalingStateStable)
 	c.ignoreOffer = !c.call.Polite() && collision
@@ -338,8 +378,9 @@ func (c *Conn) signals() {
 				}
 			}
 		case TypeNegotiate:
-			if c.pc != nil && !c.call.Polite() {
-				c.offer(nil)
+			var m negotiateMsg
+			if msg.Decode(&m) == nil && c.pc != nil && !c.call.Polite() {
+				c.onNegotiate(m)
 			}
 		case TypePath:
 			var m pathMsg
@@ -502,6 +543,7 @@ func (c *Conn) end(err error) {
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = err
+		c.log.Debug("connection ended", "err", err)
 	}
 	c.stopTimersLocked()
 	c.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pion/logging"
+	"github.com/pion/rtp"
 	"github.com/pion/transport/v5/vnet"
 	"github.com/pion/webrtc/v4"
 
@@ -317,4 +318,92 @@ func TestConnCloseDeliversAll(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Media tracks added after the connection opened reach the other side, from
+// the polite side (which asks the impolite one for an offer with a place
+// for them) and from the impolite side (which offers), over the call's
+// signalling.
+func TestConnMediaAfterOpen(t *testing.T) {
+	ts := sctest.NewServer(t, sctest.Options{})
+	ac, bc := callPair(t, ts.URL)
+	a, b := connectPair(t, ac, bc, func() peer.ConnOptions {
+		return peer.ConnOptions{SettingEngine: loopback(false), DirectTimeout: time.Minute}
+	})
+	polite, impolite := a, b
+	if !a.Call().Polite() {
+		polite, impolite = b, a
+	}
+	// Each side counts the RTP packets of each kind it receives.
+	type counts struct{ video, audio atomic.Int64 }
+	count := func(c *peer.Conn) *counts {
+		n := &counts{}
+		c.PeerConnection().OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
+				}
+				if tr.Kind() == webrtc.RTPCodecTypeVideo {
+					n.video.Add(1)
+				} else {
+					n.audio.Add(1)
+				}
+			}
+		})
+		return n
+	}
+	atImpolite, atPolite := count(impolite), count(polite)
+	// send adds a track of kind to c and writes packets to it until stop.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	send := func(c *peer.Conn, kind webrtc.RTPCodecType) {
+		mime := webrtc.MimeTypeVP8
+		if kind == webrtc.RTPCodecTypeAudio {
+			mime = webrtc.MimeTypeOpus
+		}
+		tr, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000}, kind.String(), "sc")
+		if kind == webrtc.RTPCodecTypeAudio {
+			tr, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 48000, Channels: 2}, kind.String(), "sc")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PeerConnection().AddTrack(tr); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for seq := uint16(0); ; seq++ {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				tr.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 900}, Payload: []byte{0x10, 0, 0, 0}})
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	send(polite, webrtc.RTPCodecTypeVideo)
+	sctest.WaitFor(t, 20*time.Second, func() error {
+		if n := atImpolite.video.Load(); n < 20 {
+			return fmt.Errorf("the impolite side received %d video packets from the polite one", n)
+		}
+		return nil
+	})
+	send(impolite, webrtc.RTPCodecTypeAudio)
+	sctest.WaitFor(t, 20*time.Second, func() error {
+		if n := atPolite.audio.Load(); n < 20 {
+			return fmt.Errorf("the polite side received %d audio packets from the impolite one", n)
+		}
+		return nil
+	})
+	// The data channel carried on through both renegotiations.
+	transfer(t, a, b, 64<<10)
 }

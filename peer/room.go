@@ -359,7 +359,7 @@ func (r *Room) answer(from, callID string, glare chan *Call) {
 		}
 		return
 	}
-	br := bufio.NewReaderSize(conn, 4096)
+	br := bufio.NewReaderSize(conn, MaxMessageBytes)
 	meta, err := readRequest(br, conn, r.opts.CallTimeout)
 	if err != nil {
 		r.log.Debug("incoming call without a request", "from", from, "err", err)

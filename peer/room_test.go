@@ -569,3 +569,30 @@ func ownedRooms(t *testing.T) func(sub string) *client.Session {
 		return s
 	}
 }
+
+// A message of MaxMessageBytes with its newline crosses a call both ways;
+// one byte more is refused by Send.
+func TestCallMessageLimit(t *testing.T) {
+	ts := sctest.NewServer(t, sctest.Options{})
+	ac, bc := callPair(t, ts.URL)
+	msg := func(size int) map[string]string {
+		// {"type":"big","x":"..."} and the newline: 22 bytes around x.
+		return map[string]string{"type": "big", "x": strings.Repeat("x", size-22)}
+	}
+	for _, c := range []struct{ from, to *peer.Call }{{ac, bc}, {bc, ac}} {
+		if err := c.from.Send(msg(peer.MaxMessageBytes)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.to.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]string
+		if err := got.Decode(&m); err != nil || len(m["x"]) != peer.MaxMessageBytes-22 {
+			t.Fatalf("received %d bytes of x, %v", len(m["x"]), err)
+		}
+		if err := c.from.Send(msg(peer.MaxMessageBytes + 1)); err == nil {
+			t.Fatal("a message past the limit was sent")
+		}
+	}
+}
