@@ -190,6 +190,7 @@ func (c *Conn) startWebRTC() error {
 		if cand != nil {
 			ci := cand.ToJSON()
 			init = &ci
+			c.log.Debug("local candidate", "candidate", ci.Candidate)
 		}
 		c.send(candidateMsg{Type: TypeCandidate, Candidate: init})
 	})
@@ -369,14 +370,8 @@ func (c *Conn) signals() {
 			if msg.Decode(&m) != nil || c.pc == nil || m.Candidate == nil {
 				continue
 			}
-			if err := c.pc.AddICECandidate(*m.Candidate); err != nil {
-				c.negMu.Lock()
-				ignored := c.ignoreOffer
-				c.negMu.Unlock()
-				if !ignored {
-					c.log.Debug("remote candidate", "err", err)
-				}
-			}
+			err := c.pc.AddICECandidate(*m.Candidate)
+			c.log.Debug("remote candidate", "candidate", m.Candidate.Candidate, "err", err)
 		case TypeNegotiate:
 			var m negotiateMsg
 			if msg.Decode(&m) == nil && c.pc != nil && !c.call.Polite() {

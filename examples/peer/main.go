@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync"
@@ -41,11 +42,15 @@ func main() {
 	relay := flag.Bool("relay", false, "carry the data over the relay, without WebRTC")
 	direct := flag.Duration("direct-timeout", peer.DefaultDirectTimeout, "how long to wait for the data channel before taking the relay")
 	stun := flag.String("stun", "", "a STUN server URL (stun:host:port) for ICE")
+	verbose := flag.Bool("v", false, "log the connections' signalling and paths to stderr")
 	flag.Parse()
 	log.SetFlags(0)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	opts := peer.ConnOptions{ForceRelay: *relay, DirectTimeout: *direct}
+	if *verbose {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	if *stun != "" {
 		opts.ICEServers = []webrtc.ICEServer{{URLs: []string{*stun}}}
 	}

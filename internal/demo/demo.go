@@ -1,9 +1,9 @@
-// Package demo is the browser demo of signalchannel: two pages find each
-// other by presence (a scuttlebutt namespace), exchange offer, answer and
-// ICE candidates over a relay stream, and open an RTCPeerConnection data
-// channel; when no direct connection forms within a few seconds, their
-// messages go through the relay stream instead. The page shows which path
-// is in use.
+// Package demo is the browser demo of signalchannel, built on the peer API
+// of the JavaScript client: pages of one room connect to each other, a
+// mesh, over WebRTC data channels, or through the relay when no direct
+// connection forms, and show each peer's path; they send messages and, on
+// request, their camera to every peer. Go peers (examples/peer) join the
+// same rooms.
 //
 // Handler serves the page and the JavaScript client. A server mounts it
 // with mux.Handle("/demo/", demo.Handler()); the page connects to the

@@ -82,45 +82,63 @@ class Signal {
 }
 
 /**
- * DataChannelPath carries frames over an open RTCDataChannel, one frame a
- * message.
+ * DataChannelPath carries frames over an RTCDataChannel, one frame a
+ * message. It listens from the channel's creation: the other side may
+ * send as soon as the channel opens, before this side has taken it as its
+ * path, and those messages are kept for start().
  */
 class DataChannelPath {
-  /**
-   * @param {'direct' | 'turn'} kind
-   * @param {RTCDataChannel} dc
-   */
-  constructor (kind, dc) {
-    this.kind = kind
+  /** @param {RTCDataChannel} dc */
+  constructor (dc) {
+    /** @type {'direct' | 'turn'} set when the channel opens */
+    this.kind = 'direct'
     this.dc = dc
     this.closed = false
     this.low = new Signal()
+    /** @type {any[] | null} messages before start() */
+    this.early = []
+    this.onFrame = null
+    this.onEnd = null
     dc.bufferedAmountLowThreshold = DC_LOW_WATER
     this.onLow = () => this.low.wake()
-    dc.addEventListener('bufferedamountlow', this.onLow)
-  }
-
-  /** start hands each frame to onFrame and calls onEnd once the channel ends. */
-  start (onFrame, onEnd) {
     this.onMessage = (ev) => {
-      try {
-        const b = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : toBytes(ev.data)
-        if (b.length < HEADER) throw new SignalChannelError('protocol', 'a malformed frame')
-        const h = parseHeader(b)
-        if (h.length !== b.length - HEADER) throw new SignalChannelError('protocol', 'a malformed frame')
-        onFrame(h.kind, h.offset, b.subarray(HEADER))
-      } catch (e) {
-        this.close()
-        onEnd(e)
-      }
+      if (this.early) this.early.push(ev.data)
+      else this.take(ev.data)
     }
     this.onClose = () => {
+      if (!this.onEnd) return
       this.close()
-      onEnd(new SignalChannelError('closed', 'the data channel closed'))
+      this.onEnd(new SignalChannelError('closed', 'the data channel closed'))
     }
-    this.dc.addEventListener('message', this.onMessage)
-    this.dc.addEventListener('close', this.onClose)
-    this.dc.addEventListener('error', this.onClose)
+    dc.addEventListener('bufferedamountlow', this.onLow)
+    dc.addEventListener('message', this.onMessage)
+    dc.addEventListener('close', this.onClose)
+    dc.addEventListener('error', this.onClose)
+  }
+
+  /** start hands each frame to onFrame, those that came before first, and calls onEnd once the channel ends. */
+  start (onFrame, onEnd) {
+    this.onFrame = onFrame
+    this.onEnd = onEnd
+    const early = this.early
+    this.early = null
+    for (const data of early) this.take(data)
+    if (this.dc.readyState !== 'open') this.onClose()
+  }
+
+  /** take parses one message as a frame. */
+  take (data) {
+    if (this.closed) return
+    try {
+      const b = data instanceof ArrayBuffer ? new Uint8Array(data) : toBytes(data)
+      if (b.length < HEADER) throw new SignalChannelError('protocol', 'a malformed frame')
+      const h = parseHeader(b)
+      if (h.length !== b.length - HEADER) throw new SignalChannelError('protocol', 'a malformed frame')
+      this.onFrame(h.kind, h.offset, b.subarray(HEADER))
+    } catch (e) {
+      this.close()
+      this.onEnd(e)
+    }
   }
 
   /** send sends a frame; it resolves once the channel's buffer has room again. */
@@ -138,12 +156,11 @@ class DataChannelPath {
     if (this.closed) return
     this.closed = true
     this.low.wake()
+    this.early = null
     this.dc.removeEventListener('bufferedamountlow', this.onLow)
-    if (this.onMessage) {
-      this.dc.removeEventListener('message', this.onMessage)
-      this.dc.removeEventListener('close', this.onClose)
-      this.dc.removeEventListener('error', this.onClose)
-    }
+    this.dc.removeEventListener('message', this.onMessage)
+    this.dc.removeEventListener('close', this.onClose)
+    this.dc.removeEventListener('error', this.onClose)
     try {
       this.dc.close()
     } catch {}
@@ -418,6 +435,8 @@ export class Connection extends Emitter {
     this.call = call
     this.options = options
     this.polite = call.polite
+    /** log receives the connection's debug logs: a message and its fields. */
+    this.log = typeof options.log === 'function' ? options.log : () => {}
     this.directTimeout = options.directTimeout > 0 ? options.directTimeout : DEFAULT_DIRECT_TIMEOUT
     this.disconnectGrace = options.disconnectGrace > 0 ? options.disconnectGrace : DEFAULT_DISCONNECT_GRACE
     /** @type {'' | 'direct' | 'turn' | 'relay'} */
@@ -511,16 +530,19 @@ export class Connection extends Emitter {
     const dc = pc.createDataChannel('data', { negotiated: true, id: 0, ordered: true })
     dc.binaryType = 'arraybuffer'
     this.dc = dc
+    const path = new DataChannelPath(dc)
     dc.addEventListener('open', async () => {
-      const kind = await this.iceKind()
+      path.kind = await this.iceKind()
       if (this.relaying || this.ended) {
-        dc.close()
+        path.close()
         return
       }
-      this.usePath(new DataChannelPath(kind, dc))
+      this.usePath(path)
     })
     pc.addEventListener('negotiationneeded', () => this.negotiate())
+    pc.addEventListener('signalingstatechange', () => this.log('signaling state', { state: pc.signalingState }))
     pc.addEventListener('icecandidate', (ev) => {
+      this.log('local candidate', { candidate: ev.candidate?.candidate ?? null })
       this.send({ type: 'candidate', candidate: ev.candidate ? ev.candidate.toJSON() : null })
     })
     pc.addEventListener('iceconnectionstatechange', () => this.iceState(pc.iceConnectionState))
@@ -549,14 +571,31 @@ export class Connection extends Emitter {
     this.call.send(msg).catch(() => {})
   }
 
-  /** negotiate is perfect negotiation's negotiationneeded: this side can roll back, so it offers. */
-  async negotiate () {
+  /**
+   * negotiate is perfect negotiation's negotiationneeded. The polite side
+   * does not offer: it asks the impolite side for an offer (negotiate),
+   * naming the kinds of the tracks it added that no negotiation has placed
+   * yet, so that the offer has a section for each. Offers then never
+   * collide, and no side rolls back, which Chromium does not do cleanly
+   * for a first offer (its candidates are never gathered again).
+   */
+  async negotiate (force = false) {
     if (this.ended) return
+    if (this.polite && !force) {
+      const receive = this.pc.getTransceivers()
+        .filter((t) => t.mid === null && t.sender.track && t.direction !== 'inactive' && t.direction !== 'recvonly')
+        .map((t) => t.sender.track.kind)
+      this.log('asking for an offer', { receive })
+      this.send(receive.length > 0 ? { type: 'negotiate', receive } : { type: 'negotiate' })
+      return
+    }
     try {
       this.makingOffer = true
       await this.pc.setLocalDescription()
+      this.log('offer sent', {})
       this.send({ type: 'description', description: this.pc.localDescription.toJSON() })
-    } catch {
+    } catch (e) {
+      this.log('offer failed', { error: String(e?.message ?? e) })
     } finally {
       this.makingOffer = false
     }
@@ -567,6 +606,7 @@ export class Connection extends Emitter {
     const pc = this.pc
     const collision = description.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable')
     this.ignoreOffer = !this.polite && collision
+    this.log('remote description', { type: description.type, state: pc.signalingState, ignored: this.ignoreOffer })
     if (this.ignoreOffer) return
     await pc.setRemoteDescription(description)
     if (description.type === 'offer') {
@@ -586,7 +626,7 @@ export class Connection extends Emitter {
           this.end(new SignalChannelError('closed', `the call ended: ${this.call.reason() || 'bye'}`))
           return
         }
-        chain = chain.then(() => this.onSignal(msg)).catch(() => {})
+        chain = chain.then(() => this.onSignal(msg)).catch((e) => this.log('signal not applied', { type: msg.type, error: String(e?.message ?? e) }))
       }
     } catch (e) {
       this.end(e instanceof SignalChannelError ? e : new SignalChannelError('closed', `the call ended: ${e.message ?? e}`))
@@ -649,6 +689,7 @@ export class Connection extends Emitter {
       p.close()
       return
     }
+    this.log('connection path', { path: p.kind })
     this.stream.use(p)
     this.path = p.kind
     this.resolveReady(this)
@@ -667,6 +708,7 @@ export class Connection extends Emitter {
 
   /** iceState heals the connection: an ICE restart, then the relay. */
   iceState (state) {
+    this.log('ICE', { state })
     switch (state) {
       case 'connected':
       case 'completed':
@@ -706,6 +748,7 @@ export class Connection extends Emitter {
   /** end records why the connection ended and stops it. */
   end (err) {
     if (this.ended) return
+    this.log('connection ended', { error: err?.message ?? null })
     this.ended = true
     this.error = err
     for (const t of this.timers) clearTimeout(t)

@@ -500,6 +500,8 @@ export interface ConnectOptions {
   forceRelay?: boolean
   /** Gives the connection up before it is ready. */
   signal?: AbortSignal
+  /** Receives the connection's debug logs (signalling, ICE states, paths): a message and its fields. */
+  log?: (msg: string, fields: Record<string, unknown>) => void
 }
 
 /** How a connection's data travels: a data channel over a direct ICE path or through TURN, or the server's relay; '' before the first. */

@@ -1,7 +1,8 @@
-// The WebRTC demo in Chromium, driven by playwright-core: two pages of the
-// demo served by the real server meet by presence and exchange messages,
-// (a) over a direct data channel and (b) through the relay when ICE is made
-// to fail.
+// The WebRTC demo in Chromium, driven by playwright-core: pages of the demo
+// served by the real server, and the Go peer (examples/peer), join one room
+// and connect: Chromium to Chromium and Go to Chromium, over a direct data
+// channel both ways, through the relay when ICE is made to fail, and with a
+// media track from Chromium's fake camera received by the other side.
 //
 // The server and Chromium run in a network namespace of their own, made
 // here: 127.0.0.1 for the server, and one veth address (198.51.100.1, a
@@ -17,7 +18,7 @@ import { promisify } from 'node:util'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { startServer, serverBinary, serverFlags, goBuild, unique, relayTimeoutFlag } from './helpers.mjs'
+import { startServer, startGoPeer, serverBinary, serverFlags, goBuild, unique, relayTimeoutFlag } from './helpers.mjs'
 
 const execFileP = promisify(execFile)
 // CHROMIUM_PATH names another Chromium binary.
@@ -37,6 +38,7 @@ let channelServer
 let pageServer
 let pageBase
 let scratch
+let nsPrefix
 
 async function ip (...args) {
   return execFileP('ip', args, { timeout: 10_000 })
@@ -70,6 +72,7 @@ before(async () => {
   scratch = mkdtempSync(path.join(tmpdir(), 'signalchannel-browser-'))
   await makeNetns()
   const prefix = ['ip', 'netns', 'exec', netns]
+  nsPrefix = prefix
   const bin = await serverBinary()
   const flags = await serverFlags(bin)
   const timeoutFlag = await relayTimeoutFlag(bin)
@@ -97,7 +100,10 @@ before(async () => {
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // Host candidates as addresses, not mDNS names that need multicast.
-      '--disable-features=WebRtcHideLocalIpsWithMdns'
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+      // A camera that needs no device and no prompt.
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required'
     ]
   })
 })
@@ -110,69 +116,157 @@ after(async () => {
   if (haveChromium) await ip('netns', 'delete', netns).catch(() => {})
 })
 
-/** openPair opens two pages of the demo in one room. */
-async function openPair (query) {
-  const room = unique('room')
-  const pages = []
-  for (let i = 0; i < 2; i++) {
-    const page = await context.newPage()
-    const errors = []
-    page.on('pageerror', (e) => errors.push(e.message))
-    page.errors = errors
-    await page.goto(`${pageBase}room=${room}${query}`)
-    pages.push(page)
-  }
-  return pages
+/** openPage opens a page of the demo in room with the query's options; its id is its peer id. */
+async function openPage (room, query = '') {
+  const page = await context.newPage()
+  const errors = []
+  page.on('pageerror', (e) => errors.push(e.message))
+  page.errors = errors
+  page.logs = []
+  page.on('console', (m) => page.logs.push(m.text()))
+  await page.goto(`${pageBase}room=${room}${query}`)
+  await page.locator('#self').filter({ hasText: /./ }).waitFor({ timeout: 15_000 })
+  page.id = await page.locator('#self').textContent()
+  return page
 }
 
-async function expectPath (page, path, timeout, other) {
+/** describe is a page's state, for failure messages. */
+async function describe (p) {
+  return `console:\n${p.logs.join('\n')}\nstatus "${await p.locator('#status').textContent()}", error "${await p.locator('#error').textContent()}", peers ${JSON.stringify(await p.locator('#peers li').allTextContents())}, page errors ${JSON.stringify(p.errors)}`
+}
+
+/** expectPath waits until page shows path for the peer id. */
+async function expectPath (page, id, path, timeout, other) {
   try {
-    await page.locator(`#path[data-path="${path}"]`).waitFor({ timeout })
+    await page.locator(`#peers li[data-peer="${id}"] .path[data-path="${path}"]`).waitFor({ timeout })
   } catch (e) {
-    // Both pages' state: a page waiting for its peer is often the other
-    // page's story.
-    const describe = async (p) => `status "${await p.locator('#status').textContent()}", error "${await p.locator('#error').textContent()}", page errors ${JSON.stringify(p.errors)}`
-    throw new Error(`path is not "${path}" within ${timeout} ms: ${await describe(page)}; the other page: ${await describe(other)}`)
+    const more = other ? `; the other page: ${await describe(other)}` : ''
+    throw new Error(`path to ${id} is not "${path}" within ${timeout} ms: ${await describe(page)}${more}`)
   }
+}
+
+/** say sends text from page and waits for it in its log. */
+async function say (page, text) {
+  await page.locator('#text').fill(text)
+  await page.locator('#send').click()
+}
+
+/** heard waits until page logs text from the peer id over path. */
+async function heard (page, id, path, text, timeout = 10_000) {
+  const got = page.locator(`#log li[data-from="peer"][data-peer="${id}"][data-path="${path}"] .text`, { hasText: text })
+  await got.first().waitFor({ timeout })
+  assert.equal(await got.first().textContent(), text)
 }
 
 /** exchange sends a message from each page and waits for it on the other. */
 async function exchange (a, b, path) {
   for (const [from, to, text] of [[a, b, `hello from a via ${path}`], [b, a, `hello from b via ${path}`]]) {
-    await from.locator('#text').fill(text)
-    await from.locator('#send').click()
-    const got = to.locator(`#log li[data-from="peer"][data-path="${path}"] .text`, { hasText: text })
-    await got.waitFor({ timeout: 10_000 })
-    assert.equal(await got.textContent(), text)
-    await from.locator(`#log li[data-from="me"][data-path="${path}"] .text`, { hasText: text }).waitFor({ timeout: 1000 })
+    await say(from, text)
+    await heard(to, from.id, path, text)
+    await from.locator(`#log li[data-from="me"][data-peer="${to.id}"][data-path="${path}"] .text`, { hasText: text }).waitFor({ timeout: 1000 })
   }
 }
 
-test('demo: two pages talk over a direct WebRTC data channel', { skip: !haveChromium && 'Chromium is missing', timeout: 60_000 }, async () => {
-  const [a, b] = await openPair('')
+/** goPeer starts the Go peer in the namespace, in room, and waits until it has joined. */
+async function goPeer (t, room, args = []) {
+  const go = await startGoPeer(['-url', channelServer.url, '-room', room, '-v', ...args], { prefix: nsPrefix })
+  t.after(() => go.stop())
+  go.id = (await go.waitEvent((e) => e.event === 'joined', 60_000, 'joined')).id
+  return go
+}
+
+const browser = { skip: !haveChromium && 'Chromium is missing', timeout: 90_000 }
+
+test('Chromium to Chromium: a direct data channel both ways', browser, async () => {
+  const room = unique('room')
+  const a = await openPage(room, '&name=a')
+  const b = await openPage(room, '&name=b')
   const t0 = Date.now()
-  await expectPath(a, 'direct', 15_000, b)
-  await expectPath(b, 'direct', 15_000, a)
-  console.log(`# demo: direct data channel open ${Date.now() - t0} ms after both pages loaded`)
+  await expectPath(a, b.id, 'direct', 20_000, b)
+  await expectPath(b, a.id, 'direct', 20_000, a)
+  console.log(`# demo: direct data channel ready ${Date.now() - t0} ms after the second page loaded`)
   await exchange(a, b, 'direct')
-  assert.match(await a.locator('#status').textContent(), /directly/)
   await a.screenshot({ path: path.join(results, 'demo-direct-a.png') })
-  await b.screenshot({ path: path.join(results, 'demo-direct-b.png') })
+  assert.deepEqual([...a.errors, ...b.errors], [])
+  await a.close()
+  // b sees a leave.
+  await b.locator(`#peers li[data-peer="${a.id}"]`).waitFor({ state: 'detached', timeout: 10_000 })
+  await b.close()
+})
+
+test('Chromium to Chromium: with ICE made to fail, the data goes through the relay', browser, async () => {
+  const room = unique('room')
+  const a = await openPage(room, '&force=relay&timeout=1500')
+  const b = await openPage(room, '&force=relay&timeout=1500')
+  await expectPath(a, b.id, 'relay', 20_000, b)
+  await expectPath(b, a.id, 'relay', 20_000, a)
+  await exchange(a, b, 'relay')
+  assert.equal(await a.locator('#log li[data-path="direct"]').count(), 0)
+  await b.screenshot({ path: path.join(results, 'demo-relay-b.png') })
   assert.deepEqual([...a.errors, ...b.errors], [])
   await a.close()
   await b.close()
 })
 
-test('demo: with ICE made to fail, the messages go through the relay', { skip: !haveChromium && 'Chromium is missing', timeout: 60_000 }, async () => {
-  const [a, b] = await openPair('&force=relay&timeout=1500')
-  await expectPath(a, 'relay', 15_000, b)
-  await expectPath(b, 'relay', 15_000, a)
-  await exchange(a, b, 'relay')
-  assert.match(await b.locator('#status').textContent(), /relay/)
-  assert.equal(await a.locator('#log li[data-path="direct"]').count(), 0)
-  await a.screenshot({ path: path.join(results, 'demo-relay-a.png') })
-  await b.screenshot({ path: path.join(results, 'demo-relay-b.png') })
+test('Chromium to Chromium: the fake camera of one page plays on the other', browser, async () => {
+  const room = unique('room')
+  const a = await openPage(room, '&media=1')
+  const b = await openPage(room)
+  await expectPath(b, a.id, 'direct', 20_000, a)
+  try {
+    await b.locator(`#peers li[data-peer="${a.id}"] video[data-playing="1"]`).waitFor({ timeout: 20_000 })
+  } catch {
+    throw new Error(`a's camera does not play on b: ${await describe(b)}; a: ${await describe(a)}`)
+  }
+  const size = await b.locator(`#peers li[data-peer="${a.id}"] video`).evaluate((v) => [v.videoWidth, v.videoHeight])
+  assert.ok(size[0] > 0 && size[1] > 0, `video of ${size}`)
+  await b.screenshot({ path: path.join(results, 'demo-media-b.png') })
+  // The data channel carries on beside the media.
+  await exchange(a, b, 'direct')
   assert.deepEqual([...a.errors, ...b.errors], [])
   await a.close()
   await b.close()
+})
+
+test('Go to Chromium: a direct data channel both ways', browser, async (t) => {
+  const room = unique('room')
+  const go = await goPeer(t, room)
+  const page = await openPage(room, '&name=page')
+  await go.waitEvent((e) => e.event === 'connected' && e.peer === page.id && e.path === 'direct', 20_000, 'connected directly')
+  await expectPath(page, go.id, 'direct', 20_000)
+  // Go to Chromium: its greeting; Chromium to Go and back: the echo.
+  await heard(page, go.id, 'direct', 'hello from go')
+  await say(page, 'hello from chromium')
+  await go.waitEvent((e) => e.event === 'data' && e.from === page.id && e.text === 'hello from chromium' && e.path === 'direct', 10_000, 'the page\'s line')
+  const echoed = page.locator(`#log li[data-from="peer"][data-peer="${go.id}"] .text`, { hasText: 'hello from chromium' })
+  await echoed.waitFor({ timeout: 10_000 })
+  assert.deepEqual(page.errors, [])
+  await page.close()
+  await go.waitEvent((e) => e.event === 'left' && e.id === page.id, 10_000, 'the page leaving')
+})
+
+test('Go to Chromium: with ICE made to fail, the data goes through the relay', browser, async (t) => {
+  const room = unique('room')
+  const go = await goPeer(t, room, ['-direct-timeout', '1500ms'])
+  const page = await openPage(room, '&force=relay&timeout=1500')
+  await expectPath(page, go.id, 'relay', 20_000)
+  await go.waitEvent((e) => e.event === 'connected' && e.peer === page.id && e.path === 'relay', 20_000, 'connected over the relay')
+  await heard(page, go.id, 'relay', 'hello from go')
+  await say(page, 'over the relay')
+  await go.waitEvent((e) => e.event === 'data' && e.from === page.id && e.text === 'over the relay' && e.path === 'relay', 10_000, 'the page\'s line')
+  await heard(page, go.id, 'relay', 'over the relay')
+  assert.deepEqual(page.errors, [])
+  await page.close()
+})
+
+test('Go to Chromium: the Go peer receives the fake camera of the page', browser, async (t) => {
+  const room = unique('room')
+  const go = await goPeer(t, room)
+  const page = await openPage(room, '&media=1')
+  await expectPath(page, go.id, 'direct', 20_000)
+  const ev = await go.waitEvent((e) => e.event === 'track' && e.peer === page.id, 20_000, 'a track')
+  assert.equal(ev.kind, 'video')
+  assert.ok(ev.packets >= 50)
+  assert.deepEqual(page.errors, [])
+  await page.close()
 })

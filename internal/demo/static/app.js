@@ -1,38 +1,39 @@
-// The demo page: presence in a scuttlebutt namespace, signalling and
-// fallback over a relay stream, data over an RTCPeerConnection data channel.
+// The demo page: a room of any size on the peer API of the JavaScript
+// client. Each page joins the room, calls every member already there (the
+// members that come later call it), connects over each call (a WebRTC
+// data channel, or the relay when none forms) and shows each peer's path.
+// Messages go to every connected peer; the camera, once on, goes to every
+// peer too.
 //
 // URL query options:
-//   room=NAME        peers meet in this room (default "lobby"); two per room
+//   room=NAME        the room (default "lobby")
+//   name=TEXT        this page's name, shown to the others (default "browser")
 //   server=URL       the channel URL (default /v1/channel on this host)
 //   token=JWT        credentials, for a server that requires them
 //   force=relay      iceTransportPolicy "relay" with no TURN server: ICE
 //                    cannot succeed, so the relay carries the data
-//   timeout=MS       how long to wait for a direct connection (default 5000)
+//   timeout=MS       how long to wait for a data channel (default 5000)
+//   media=1          turn the camera on at once
 
 import { connect } from './signalchannel/index.js'
 
 const params = new URLSearchParams(location.search)
-const room = params.get('room') || 'lobby'
+const roomName = params.get('room') || 'lobby'
+const myName = params.get('name') || 'browser'
 const forceRelay = params.get('force') === 'relay'
-const directTimeoutMs = Number(params.get('timeout')) > 0 ? Number(params.get('timeout')) : 5000
+const directTimeout = Number(params.get('timeout')) > 0 ? Number(params.get('timeout')) : 5000
 const serverURL = params.get('server') || new URL('/v1/channel', location.href).href
 const token = params.get('token') || undefined
 
-const namespace = 'webrtc-demo/' + room
-/** This peer's id, which the server vouches for (ch.id): its relay token and presence key. */
-let me = ''
-const joined = Date.now()
-
 const $ = (id) => document.getElementById(id)
 const enc = new TextEncoder()
-const dec = new TextDecoder()
 
-/** @type {import('./signalchannel/index.js').Channel} */
-let ch
-/** @type {import('./signalchannel/index.js').Model} */
-let presence
-/** The peer being talked to: its id, relay stream, peer connection and path. */
-let peer = null
+/** @type {import('./signalchannel/index.js').Room} */
+let room
+/** The camera's stream, once on. */
+let camera = null
+/** @type {Map<string, {li: HTMLElement, conn: any, writer: any}>} the other members, by id */
+const peers = new Map()
 
 function setStatus (text) {
   $('status').textContent = text
@@ -42,20 +43,21 @@ function showError (err) {
   $('error').textContent = err ? `${err.code ? err.code + ': ' : ''}${err.message ?? err}` : ''
 }
 
-function showPath (path) {
-  $('path').textContent = path
-  $('path').dataset.path = path
-  const ready = path === 'direct' || path === 'relay'
-  $('text').disabled = !ready
-  $('send').disabled = !ready
+function countConnected () {
+  let n = 0
+  for (const p of peers.values()) if (p.conn) n++
+  $('send').disabled = n === 0
+  $('text').disabled = n === 0
+  setStatus(`in room "${roomName}" with ${peers.size} other${peers.size === 1 ? '' : 's'}, ${n} connected`)
 }
 
-function addMessage (text, from, via) {
+function addMessage (text, from, peerId, via) {
   const li = document.createElement('li')
   li.dataset.from = from
+  li.dataset.peer = peerId
   li.dataset.path = via
   const who = document.createElement('strong')
-  who.textContent = from === 'me' ? 'you: ' : 'peer: '
+  who.textContent = from === 'me' ? 'you: ' : `${peers.get(peerId)?.name ?? peerId}: `
   const body = document.createElement('span')
   body.className = 'text'
   body.textContent = text
@@ -63,207 +65,175 @@ function addMessage (text, from, via) {
   tag.className = 'via'
   tag.textContent = via
   li.append(who, body, tag)
-  $('log').append(li)
+  $('log').prepend(li)
+}
+
+/** peerEntry returns the entry of member m, adding its row. */
+function peerEntry (m) {
+  let p = peers.get(m.id)
+  if (p) return p
+  const li = document.createElement('li')
+  li.dataset.peer = m.id
+  const name = document.createElement('strong')
+  name.textContent = m.meta?.name ?? 'peer'
+  const id = document.createElement('code')
+  id.textContent = m.id
+  const path = document.createElement('span')
+  path.className = 'path'
+  path.dataset.path = 'none'
+  path.textContent = 'not connected'
+  const video = document.createElement('video')
+  video.autoplay = true
+  video.muted = true
+  video.playsInline = true
+  video.hidden = true
+  li.append(name, ' ', id, ' ', path, video)
+  $('peers').append(li)
+  p = { li, name: m.meta?.name ?? 'peer', conn: null, writer: null, path, video }
+  peers.set(m.id, p)
+  countConnected()
+  return p
+}
+
+function showPath (p, path) {
+  p.path.dataset.path = path || 'none'
+  p.path.textContent = path || 'not connected'
+}
+
+/** connectCall connects over an accepted call and serves it until it ends. */
+async function connectCall (call) {
+  const id = call.peer.id
+  const p = peerEntry(room.members.get(id) ?? { id, meta: null })
+  showPath(p, 'connecting')
+  let conn
+  try {
+    conn = await call.connect({
+      config: { iceServers: [], iceTransportPolicy: forceRelay ? 'relay' : 'all' },
+      directTimeout,
+      log: (msg, fields) => console.debug(`[${id.slice(0, 8)}] ${msg}`, JSON.stringify(fields))
+    })
+  } catch (e) {
+    showPath(p, '')
+    showError(e)
+    return
+  }
+  p.conn = conn
+  p.writer = conn.writable.getWriter()
+  showPath(p, conn.path)
+  conn.on('path', (path) => showPath(p, path))
+  conn.pc?.addEventListener('track', (ev) => {
+    p.video.hidden = false
+    p.video.srcObject = ev.streams[0] ?? new MediaStream([ev.track])
+    p.video.addEventListener('loadeddata', () => { p.video.dataset.playing = '1' }, { once: true })
+  })
+  if (camera) addCamera(conn)
+  countConnected()
+  // The other side's lines, one message each.
+  const dec = new TextDecoder()
+  let buf = ''
+  try {
+    for await (const chunk of conn.readable) {
+      buf += dec.decode(chunk, { stream: true })
+      let i
+      while ((i = buf.indexOf('\n')) >= 0) {
+        addMessage(buf.slice(0, i), 'peer', id, conn.path)
+        buf = buf.slice(i + 1)
+      }
+    }
+  } catch (e) {
+    if (peers.has(id)) showError(e)
+  }
+  await conn.close()
+  if (p.conn === conn) {
+    p.conn = null
+    p.writer = null
+    showPath(p, '')
+    countConnected()
+  }
+}
+
+function addCamera (conn) {
+  if (!conn.pc) return
+  for (const track of camera.getTracks()) conn.pc.addTrack(track, camera)
+}
+
+async function startCamera () {
+  if (camera) return
+  try {
+    camera = await navigator.mediaDevices.getUserMedia({ video: true, audio: false })
+  } catch (e) {
+    showError(e)
+    return
+  }
+  $('camera').disabled = true
+  $('self-video').srcObject = camera
+  $('self-video').hidden = false
+  for (const p of peers.values()) if (p.conn) addCamera(p.conn)
+}
+
+async function placeCall (id) {
+  try {
+    await connectCall(await room.call(id, { meta: { name: myName } }))
+  } catch (e) {
+    showError(e)
+  }
 }
 
 async function main () {
-  $('room').textContent = room
-  showPath('none')
-  setStatus('connecting to the server')
-  ch = await connect(serverURL, { token })
-  me = ch.id
-  $('self').textContent = me
-  ch.closed.then(({ code, reason }) => {
-    setStatus(`disconnected from the server (${code}${reason ? ' ' + reason : ''})`)
-    showPath('none')
-  })
-  addEventListener('pagehide', () => ch.close())
-
-  presence = await ch.model(namespace, { ephemeral: true })
-  presence.on('change', onPresence)
-  presence.on('error', showError)
-  const announce = () => presence.set(me, { since: joined, seen: Date.now() })
-  announce()
-  setInterval(announce, Math.max(1000, (presence.maxAge ?? 60000) / 3))
-  setStatus('waiting for a peer in this room')
-  pickPeer()
-}
-
-function onPresence (key, value) {
-  if (key === me) return
-  if (peer && key === peer.id && value === null) {
-    endPeer(peer, 'the peer left')
-    return
-  }
-  if (!peer && value !== null) pickPeer()
-}
-
-function pickPeer () {
-  if (peer) return
-  const others = presence.keys().filter((k) => k !== me).sort()
-  if (others.length > 0) startPeer(others[0], 0)
-}
-
-async function startPeer (id, attempt) {
-  const p = { id, path: 'none', relay: null, writer: null, pc: null, dc: null, timer: null, pending: [] }
-  peer = p
-  $('peer').textContent = id
-  setStatus('pairing a relay stream with the peer')
-  try {
-    p.relay = await ch.relay(namespace, me, id)
-  } catch (err) {
-    if (peer !== p) return
-    peer = null
-    showError(err)
-    // The partner may still be setting up, or an old pair still closing.
-    if ((err.code === 'timeout' || err.code === 'conflict') && attempt < 5 && presence.has(id)) {
-      setTimeout(() => { if (!peer) startPeer(id, attempt + 1) }, 1000)
+  $('room').textContent = roomName
+  setStatus('connecting')
+  const ch = await connect(serverURL, { token })
+  $('self').textContent = ch.id
+  room = await ch.room(roomName, { meta: { name: myName } })
+  room.on('request', async (q) => {
+    try {
+      await connectCall(await q.accept())
+    } catch (e) {
+      showError(e)
     }
-    return
-  }
-  if (peer !== p) {
-    p.relay.reset()
-    return
-  }
-  showError(null)
-  p.writer = p.relay.writable.getWriter()
-  try {
-    await setupPeerConnection(p)
-  } catch (err) {
+  })
+  room.on('join', (m) => peerEntry(m))
+  room.on('update', (m) => {
+    const p = peers.get(m.id)
+    if (p) p.li.querySelector('strong').textContent = p.name = m.meta?.name ?? 'peer'
+  })
+  room.on('leave', (m) => {
+    const p = peers.get(m.id)
+    peers.delete(m.id)
+    p?.conn?.close()
+    p?.li.remove()
+    countConnected()
+  })
+  room.on('close', (err) => {
+    setStatus('left the room')
     showError(err)
-    fallback(p, 'WebRTC is not available')
+  })
+  // The members here before this page call it no more: it calls them.
+  for (const m of room.members.values()) {
+    peerEntry(m)
+    placeCall(m.id)
   }
-  readSignals(p)
-}
-
-/** signal sends one message to the peer over the relay stream. */
-function signal (p, msg) {
-  p.writer.write(enc.encode(JSON.stringify(msg) + '\n')).catch(() => {})
-}
-
-async function readSignals (p) {
-  const reader = p.relay.readable.getReader()
-  let buf = ''
-  try {
-    for (;;) {
-      const { value, done } = await reader.read()
-      if (done) break
-      buf += dec.decode(value, { stream: true })
-      let i
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i)
-        buf = buf.slice(i + 1)
-        if (line) await handleSignal(p, JSON.parse(line))
+  countConnected()
+  $('form').addEventListener('submit', async (ev) => {
+    ev.preventDefault()
+    const text = $('text').value
+    if (!text) return
+    $('text').value = ''
+    for (const [id, p] of peers) {
+      if (!p.writer) continue
+      try {
+        await p.writer.write(enc.encode(text.replaceAll('\n', ' ') + '\n'))
+        addMessage(text, 'me', id, p.conn.path)
+      } catch (e) {
+        showError(e)
       }
     }
-  } catch (err) {
-    if (peer === p) showError(err)
-  }
-  if (peer === p) endPeer(p, 'the relay stream ended')
+  })
+  $('camera').addEventListener('click', () => startCamera())
+  if (params.get('media') === '1') startCamera()
 }
 
-async function setupPeerConnection (p) {
-  const pc = new RTCPeerConnection({ iceServers: [], iceTransportPolicy: forceRelay ? 'relay' : 'all' })
-  p.pc = pc
-  pc.onicecandidate = ({ candidate }) => {
-    if (candidate && candidate.candidate) signal(p, { type: 'candidate', candidate: candidate.toJSON() })
-  }
-  pc.oniceconnectionstatechange = () => {
-    if (pc.iceConnectionState === 'failed') fallback(p, 'ICE failed')
-  }
-  p.timer = setTimeout(() => fallback(p, `no direct connection within ${directTimeoutMs} ms`), directTimeoutMs)
-  setStatus('connecting directly (WebRTC)')
-  if (me < p.id) {
-    attachDataChannel(p, pc.createDataChannel('chat'))
-    await pc.setLocalDescription(await pc.createOffer())
-    signal(p, { type: 'offer', sdp: pc.localDescription.sdp })
-  } else {
-    pc.ondatachannel = (e) => attachDataChannel(p, e.channel)
-  }
-}
-
-function attachDataChannel (p, dc) {
-  p.dc = dc
-  dc.onopen = () => {
-    if (peer !== p) return
-    clearTimeout(p.timer)
-    p.path = 'direct'
-    showPath('direct')
-    setStatus('connected directly: WebRTC data channel')
-  }
-  dc.onmessage = (e) => {
-    const msg = JSON.parse(e.data)
-    addMessage(String(msg.text), 'peer', 'direct')
-  }
-  dc.onclose = () => fallback(p, 'the data channel closed')
-}
-
-async function handleSignal (p, msg) {
-  const pc = p.pc
-  switch (msg.type) {
-    case 'offer':
-      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp })
-      await addPending(p)
-      await pc.setLocalDescription(await pc.createAnswer())
-      signal(p, { type: 'answer', sdp: pc.localDescription.sdp })
-      break
-    case 'answer':
-      await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp })
-      await addPending(p)
-      break
-    case 'candidate':
-      if (pc.remoteDescription) await pc.addIceCandidate(msg.candidate).catch(showError)
-      else p.pending.push(msg.candidate)
-      break
-    case 'data':
-      addMessage(String(msg.text), 'peer', 'relay')
-      break
-  }
-}
-
-async function addPending (p) {
-  const list = p.pending
-  p.pending = []
-  for (const c of list) await p.pc.addIceCandidate(c).catch(showError)
-}
-
-/** fallback carries the data over the relay stream, unless the data channel is open. */
-function fallback (p, why) {
-  if (peer !== p || p.dc?.readyState === 'open' || p.path === 'relay') return
-  clearTimeout(p.timer)
-  p.path = 'relay'
-  showPath('relay')
-  setStatus(`connected through the relay: ${why}`)
-}
-
-function endPeer (p, why) {
-  if (peer !== p) return
-  peer = null
-  clearTimeout(p.timer)
-  p.pc?.close()
-  p.relay?.reset()
-  $('peer').textContent = '-'
-  showPath('none')
-  setStatus(`${why}; waiting for a peer in this room`)
-  pickPeer()
-}
-
-$('form').addEventListener('submit', (e) => {
-  e.preventDefault()
-  const text = $('text').value
-  const p = peer
-  if (!text || !p || p.path === 'none') return
-  if (p.path === 'direct' && p.dc?.readyState === 'open') {
-    p.dc.send(JSON.stringify({ text }))
-    addMessage(text, 'me', 'direct')
-  } else {
-    signal(p, { type: 'data', text })
-    addMessage(text, 'me', 'relay')
-  }
-  $('text').value = ''
-})
-
-main().catch((err) => {
-  showError(err)
+main().catch((e) => {
   setStatus('failed')
+  showError(e)
 })
