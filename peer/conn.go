@@ -87,6 +87,15 @@ type Conn struct {
 	makingOffer bool
 	ignoreOffer bool
 
+	// Candidates wait for their description: gathering starts within
+	// SetLocalDescription, before the description is sent, and a
+	// candidate that reaches the other side first is lost to it (its ICE
+	// then finds the path a second later, if at all).
+	candMu      sync.Mutex
+	descSent    bool
+	localCands  []candidateMsg
+	remoteCands []webrtc.ICECandidateInit // before the remote description; the signals goroutine's
+
 	st *stream // the bytes, over the current path
 
 	mu       sync.Mutex
@@ -113,6 +122,7 @@ func Connect(ctx context.Context, call *Call, opts ConnOptions) (*Conn, error) {
 	if opts.DisconnectGrace <= 0 {
 		opts.DisconnectGrace = DefaultDisconnectGrace
 	}
+
 	c := &Conn{call: call, opts: opts, log: opts.Logger, ready: make(chan struct{}), st: newStream()}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -192,7 +202,14 @@ func (c *Conn) startWebRTC() error {
 			init = &ci
 			c.log.Debug("local candidate", "candidate", ci.Candidate)
 		}
-		c.send(candidateMsg{Type: TypeCandidate, Candidate: init})
+		m := candidateMsg{Type: TypeCandidate, Candidate: init}
+		c.candMu.Lock()
+		defer c.candMu.Unlock()
+		if !c.descSent {
+			c.localCands = append(c.localCands, m)
+			return
+		}
+		c.send(m)
 	})
 	return nil
 }
@@ -303,14 +320,33 @@ func (c *Conn) offer(opts *webrtc.OfferOptions) {
 	}()
 	offer, err := c.pc.CreateOffer(opts)
 	if err == nil {
-		err = c.pc.SetLocalDescription(offer)
+		err = c.setLocal(offer)
 	}
 	if err != nil {
 		c.log.Debug("offer", "err", err)
 		return
 	}
 	c.log.Debug("offer sent", "restart", opts != nil && opts.ICERestart)
-	c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
+}
+
+// setLocal sets d as the local description and sends it, then the
+// candidates gathered meanwhile.
+func (c *Conn) setLocal(d webrtc.SessionDescription) error {
+	c.candMu.Lock()
+	c.descSent = false
+	c.candMu.Unlock()
+	err := c.pc.SetLocalDescription(d)
+	c.candMu.Lock()
+	defer c.candMu.Unlock()
+	if err == nil {
+		c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
+	}
+	c.descSent = true
+	for _, m := range c.localCands {
+		c.send(m)
+	}
+	c.localCands = nil
+	return err
 }
 
 // onDescription is perfect negotiation's handling of a remote description.
@@ -338,13 +374,9 @@ func (c *Conn) onDescription(desc webrtc.SessionDescription) error {
 	}
 	answer, err := c.pc.CreateAnswer(nil)
 	if err == nil {
-		err = c.pc.SetLocalDescription(answer)
+		err = c.setLocal(answer)
 	}
-	if err != nil {
-		return err
-	}
-	c.send(descriptionMsg{Type: TypeDescription, Description: *c.pc.LocalDescription()})
-	return nil
+	return err
 }
 
 // signals reads the call's messages until it ends.
@@ -365,13 +397,26 @@ func (c *Conn) signals() {
 			if err := c.onDescription(m.Description); err != nil {
 				c.log.Debug("remote description", "err", err)
 			}
+			if c.pc.RemoteDescription() != nil {
+				for _, cand := range c.remoteCands {
+					c.addCandidate(cand)
+				}
+				c.remoteCands = nil
+			}
 		case TypeCandidate:
 			var m candidateMsg
 			if msg.Decode(&m) != nil || c.pc == nil || m.Candidate == nil {
 				continue
 			}
-			err := c.pc.AddICECandidate(*m.Candidate)
-			c.log.Debug("remote candidate", "candidate", m.Candidate.Candidate, "err", err)
+			if c.pc.RemoteDescription() == nil {
+				// Sent before its description by a peer that does not
+				// wait: kept until the description comes.
+				if len(c.remoteCands) < maxEarlyCandidates {
+					c.remoteCands = append(c.remoteCands, *m.Candidate)
+				}
+				continue
+			}
+			c.addCandidate(*m.Candidate)
 		case TypeNegotiate:
 			var m negotiateMsg
 			if msg.Decode(&m) == nil && c.pc != nil && !c.call.Polite() {
@@ -388,6 +433,15 @@ func (c *Conn) signals() {
 			}
 		}
 	}
+}
+
+// maxEarlyCandidates bounds the remote candidates kept before the remote
+// description.
+const maxEarlyCandidates = 64
+
+func (c *Conn) addCandidate(cand webrtc.ICECandidateInit) {
+	err := c.pc.AddICECandidate(cand)
+	c.log.Debug("remote candidate", "candidate", cand.Candidate, "err", err)
 }
 
 // fallback takes the relay when the data channel has not opened within

@@ -32,7 +32,7 @@ func callPair(t *testing.T, url string) (*peer.Call, *peer.Call) {
 }
 
 // acceptedCall has a call b, which accepts the request it gets.
-func acceptedCall(t *testing.T, a, b *peer.Room, bm *members) (*peer.Call, *peer.Call) {
+func acceptedCall(t testing.TB, a, b *peer.Room, bm *members) (*peer.Call, *peer.Call) {
 	t.Helper()
 	got := make(chan *peer.Call, 1)
 	go func() {
@@ -64,7 +64,7 @@ func loopback(none bool) *webrtc.SettingEngine {
 }
 
 // connectPair connects both sides of a call with options o(side).
-func connectPair(t *testing.T, ac, bc *peer.Call, o func() peer.ConnOptions) (*peer.Conn, *peer.Conn) {
+func connectPair(t testing.TB, ac, bc *peer.Call, o func() peer.ConnOptions) (*peer.Conn, *peer.Conn) {
 	t.Helper()
 	type res struct {
 		c   *peer.Conn

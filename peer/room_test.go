@@ -56,13 +56,13 @@ func (ms *members) has(ev string) error {
 
 // join dials url and joins room, with callbacks that record what it hears
 // and queue its requests.
-func join(t *testing.T, url, room string, meta any, o peer.RoomOptions) (*peer.Room, *members) {
+func join(t testing.TB, url, room string, meta any, o peer.RoomOptions) (*peer.Room, *members) {
 	t.Helper()
 	s := sctest.Dial(t, url)
 	return joinOn(t, s, room, meta, o)
 }
 
-func joinOn(t *testing.T, s *client.Session, room string, meta any, o peer.RoomOptions) (*peer.Room, *members) {
+func joinOn(t testing.TB, s *client.Session, room string, meta any, o peer.RoomOptions) (*peer.Room, *members) {
 	t.Helper()
 	ms := &members{reqs: make(chan *peer.Request, 16)}
 	o.Meta = meta
@@ -173,7 +173,7 @@ func exchange(t *testing.T, from, to *peer.Call) {
 	}
 }
 
-func waitMember(t *testing.T, r *peer.Room, id string) {
+func waitMember(t testing.TB, r *peer.Room, id string) {
 	t.Helper()
 	sctest.WaitFor(t, 10*time.Second, func() error {
 		for _, m := range r.Members() {
@@ -439,8 +439,41 @@ func TestRoomAcrossCluster(t *testing.T) {
 	}
 	exchange(t, ac, bc)
 	exchange(t, bc, ac)
-	ac.Close("done")
-	bc.Close("done")
+	// A connection over the call: the data channel on loopback.
+	ca, cb := connectPair(t, ac, bc, func() peer.ConnOptions {
+		return peer.ConnOptions{SettingEngine: loopback(false), DirectTimeout: time.Minute}
+	})
+	if ca.Path() != peer.PathDirect || cb.Path() != peer.PathDirect {
+		t.Fatalf("paths %q and %q, want direct", ca.Path(), cb.Path())
+	}
+	transfer(t, ca, cb, 1<<20)
+	ca.Close()
+	cb.Close()
+	// A second call whose ICE cannot form: the data takes the relay pair,
+	// its two ends on two servers.
+	ac, bc = acceptedCall(t, a, b, bm)
+	ca, cb = connectPair(t, ac, bc, func() peer.ConnOptions {
+		return peer.ConnOptions{SettingEngine: loopback(true), DirectTimeout: time.Second}
+	})
+	if ca.Path() != peer.PathRelay || cb.Path() != peer.PathRelay {
+		t.Fatalf("paths %q and %q, want relay", ca.Path(), cb.Path())
+	}
+	transfer(t, ca, cb, 1<<20)
+	// b leaves: a, on the other server, sees it go, and its connection ends.
+	if err := b.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ca.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a's connection outlived b's leaving")
+	}
+	sctest.WaitFor(t, 10*time.Second, func() error {
+		if len(a.Members()) != 0 {
+			return fmt.Errorf("a still sees %v", a.Members())
+		}
+		return nil
+	})
 }
 
 // The glare rule holds when the crossing call is seen only after the

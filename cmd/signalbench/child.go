@@ -42,6 +42,7 @@ func runChildIdle(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	offset := fs.Int("source-offset", 0, "first source address, counted from 127.0.0.2")
 	prefix := fs.String("prefix", "idle", "namespace prefix")
 	group := fs.Int("namespace-size", 1, "sessions per namespace")
+	room := fs.Bool("room", false, "join rooms rather than echo namespaces")
 	conc := fs.Int("dial-concurrency", 64, "sessions dialled at once")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the child's life")
 	if err := fs.Parse(args); err != nil {
@@ -57,7 +58,7 @@ func runChildIdle(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	if err != nil {
 		return err
 	}
-	ic := &idleClients{url: wsURL, d: d, n: *n, conc: *conc, group: max(1, *group), prefix: *prefix}
+	ic := &idleClients{url: wsURL, d: d, n: *n, conc: *conc, group: max(1, *group), prefix: *prefix, room: *room}
 	defer ic.close()
 	enc := json.NewEncoder(stdout)
 	lines := make(chan string)
@@ -118,7 +119,7 @@ func startIdleChildren(ctx context.Context, c *common, srv *server, p idleParams
 	for j, n := range plan.PerProc {
 		args := []string{childIdleCmd, "-url", srv.URL, "-n", strconv.Itoa(n),
 			"-sources", strconv.Itoa(c.sources), "-source-offset", strconv.Itoa(j * c.sources),
-			"-prefix", fmt.Sprintf("idle-c%d", j), "-namespace-size", strconv.Itoa(p.NamespaceSize),
+			"-prefix", fmt.Sprintf("idle-c%d", j), "-namespace-size", strconv.Itoa(p.NamespaceSize), fmt.Sprintf("-room=%v", p.Room),
 			"-dial-concurrency", strconv.Itoa(max(1, c.dialConc/len(plan.PerProc))), "-timeout", c.timeout.String()}
 		cmd := exec.Command(exe, args...)
 		cmd.Env = append(os.Environ(), childEnv+"=1")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/channel/client"
 	chserver "github.com/signalchannel/signalchannel/channel/server"
+	"github.com/signalchannel/signalchannel/peer"
 )
 
 // idleParams are the idle scenario's own flags.
@@ -25,6 +26,7 @@ type idleParams struct {
 	Hold          time.Duration `json:"hold"`
 	Probe         int           `json:"probe"`
 	NamespaceSize int           `json:"namespaceSize"`
+	Room          bool          `json:"room"`
 }
 
 // idleResults are the idle scenario's figures.
@@ -58,7 +60,8 @@ func runIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.DurationVar(&p.Settle, "settle", 3*time.Second, "wait after the last session opened before reading the server's memory")
 		fs.DurationVar(&p.Hold, "hold", 5*time.Second, "then keep the sessions open this long, and count those that ended")
 		fs.IntVar(&p.Probe, "probe", 100, "then check this many sessions still serve, with an echo round trip each")
-		fs.IntVar(&p.NamespaceSize, "namespace-size", 1, "sessions per echo namespace (1: a namespace each)")
+		fs.IntVar(&p.NamespaceSize, "namespace-size", 1, "sessions per echo namespace or room (1: one each)")
+		fs.BoolVar(&p.Room, "room", false, "each session joins a room of the peer layer (its member record over a scuttlebutt stream) instead of an echo namespace")
 	})
 	if err != nil {
 		return err
@@ -170,7 +173,11 @@ func runIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		res.RSSPerSession, res.FDsPerSession = -1, -1
 	}
 
-	t := rep.addTable("idle sessions (one echo stream each)", "requested", "opened", "errors", "lost", "probe ok/fail", "procs", "open s")
+	what := "idle sessions (one echo stream each)"
+	if p.Room {
+		what = fmt.Sprintf("idle room members (rooms of %d)", p.NamespaceSize)
+	}
+	t := rep.addTable(what, "requested", "opened", "errors", "lost", "probe ok/fail", "procs", "open s")
 	t.add(p.N, opened, errs.total(), res.Lost, fmt.Sprintf("%d/%d", res.ProbeOK, res.ProbeFailed), plan.Procs, res.OpenSeconds)
 	m := rep.addTable("server memory per session", "RSS KiB", "heap KiB", "stacks KiB", "goroutines", "fds", "client RSS KiB")
 	m.add(kibOrDash(res.RSSPerSession), kibOrDash(res.HeapPerSession), kibOrDash(res.StackPerSession),
@@ -275,14 +282,16 @@ type idleClients struct {
 	conc     int
 	group    int
 	prefix   string
+	room     bool // join a room rather than an echo namespace
 	pool     sessionPool
 	echoes   []*client.Echo
+	rooms    []*peer.Room
 	errs     errTally
 	progress func(format string, args ...any)
 }
 
 func newLocalIdle(c *common, srv *server, p idleParams) *idleClients {
-	return &idleClients{url: srv.URL, n: p.N, conc: c.dialConc, group: p.NamespaceSize, prefix: "idle",
+	return &idleClients{url: srv.URL, n: p.N, conc: c.dialConc, group: p.NamespaceSize, prefix: "idle", room: p.Room,
 		progress: c.progress, d: mustDialers(srv.Addr, c.sources, 0)}
 }
 
@@ -297,6 +306,7 @@ func mustDialers(addr string, n, offset int) *dialers {
 func (ic *idleClients) open(ctx context.Context) (int, int64, *errTally) {
 	rss0, _ := readRSS(selfPID)
 	ic.echoes = make([]*client.Echo, ic.n)
+	ic.rooms = make([]*peer.Room, ic.n)
 	var opened atomic.Int64
 	stop := make(chan struct{})
 	go func() {
@@ -321,14 +331,25 @@ func (ic *idleClients) open(ctx context.Context) (int, int64, *errTally) {
 			ic.errs.add(err, nil)
 			return
 		}
-		e, err := sess.Echo(dctx, fmt.Sprintf("%s-%d", ic.prefix, i/ic.group))
-		if err != nil {
-			ic.errs.add(err, sess)
-			sess.Close()
-			return
+		name := fmt.Sprintf("%s-%d", ic.prefix, i/ic.group)
+		if ic.room {
+			r, err := peer.Join(ctx, sess, name, peer.RoomOptions{})
+			if err != nil {
+				ic.errs.add(err, sess)
+				sess.Close()
+				return
+			}
+			ic.rooms[i] = r
+		} else {
+			e, err := sess.Echo(dctx, name)
+			if err != nil {
+				ic.errs.add(err, sess)
+				sess.Close()
+				return
+			}
+			ic.echoes[i] = e
 		}
 		ic.pool.add(sess)
-		ic.echoes[i] = e
 		opened.Add(1)
 	})
 	close(stop)
@@ -344,6 +365,17 @@ func (ic *idleClients) probe(ctx context.Context, k int) (lost, ok, failed int) 
 	}
 	step := max(1, ic.n/k)
 	for i := 0; i < ic.n && ok+failed < k && ctx.Err() == nil; i += step {
+		if ic.room {
+			if r := ic.rooms[i]; r != nil {
+				if err := roomProbe(r); err != nil {
+					failed++
+					ic.errs.add(err, nil)
+				} else {
+					ok++
+				}
+			}
+			continue
+		}
 		e := ic.echoes[i]
 		if e == nil {
 			continue
@@ -378,6 +410,17 @@ func echoRoundTrip(e *client.Echo, tag uint64, group int) error {
 		}
 	}
 	return fmt.Errorf("echo probe: own frame not received")
+}
+
+// roomProbe checks that a member still serves: its room has not ended and
+// its record can be written again.
+func roomProbe(r *peer.Room) error {
+	select {
+	case <-r.Done():
+		return fmt.Errorf("room probe: the room ended")
+	default:
+	}
+	return r.SetMeta(nil)
 }
 
 func (ic *idleClients) close() { ic.pool.closeAll(ic.conc) }

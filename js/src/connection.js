@@ -27,6 +27,8 @@ const ACK_DELAY = 20
 // The data channel's send buffer: writes wait while it holds more.
 const DC_HIGH_WATER = 1 << 20
 const DC_LOW_WATER = 256 << 10
+// The remote candidates kept before the remote description.
+const MAX_EARLY_CANDIDATES = 64
 
 /**
  * frame encodes one frame.
@@ -450,6 +452,10 @@ export class Connection extends Emitter {
     this.graceTimer = null
     this.iceTimer = null
     this.restarts = 0
+    /** @type {any[] | null} local candidates waiting for their description to be sent */
+    this.localCands = null
+    /** @type {any[]} remote candidates that came before the remote description */
+    this.remoteCands = []
     /** @type {SignalChannelError | null} */
     this.error = null
     this.ended = false
@@ -543,7 +549,10 @@ export class Connection extends Emitter {
     pc.addEventListener('signalingstatechange', () => this.log('signaling state', { state: pc.signalingState }))
     pc.addEventListener('icecandidate', (ev) => {
       this.log('local candidate', { candidate: ev.candidate?.candidate ?? null })
-      this.send({ type: 'candidate', candidate: ev.candidate ? ev.candidate.toJSON() : null })
+      const msg = { type: 'candidate', candidate: ev.candidate ? ev.candidate.toJSON() : null }
+      // A candidate goes after the description it belongs to.
+      if (this.localCands) this.localCands.push(msg)
+      else this.send(msg)
     })
     pc.addEventListener('iceconnectionstatechange', () => this.iceState(pc.iceConnectionState))
   }
@@ -591,9 +600,8 @@ export class Connection extends Emitter {
     }
     try {
       this.makingOffer = true
-      await this.pc.setLocalDescription()
+      await this.setLocal()
       this.log('offer sent', {})
-      this.send({ type: 'description', description: this.pc.localDescription.toJSON() })
     } catch (e) {
       this.log('offer failed', { error: String(e?.message ?? e) })
     } finally {
@@ -610,8 +618,20 @@ export class Connection extends Emitter {
     if (this.ignoreOffer) return
     await pc.setRemoteDescription(description)
     if (description.type === 'offer') {
-      await pc.setLocalDescription()
-      this.send({ type: 'description', description: pc.localDescription.toJSON() })
+      await this.setLocal()
+    }
+  }
+
+  /** setLocal sets the local description and sends it, then the candidates gathered meanwhile. */
+  async setLocal () {
+    this.localCands = this.localCands ?? []
+    try {
+      await this.pc.setLocalDescription()
+      this.send({ type: 'description', description: this.pc.localDescription.toJSON() })
+    } finally {
+      const cands = this.localCands
+      this.localCands = null
+      for (const m of cands) this.send(m)
     }
   }
 
@@ -637,10 +657,22 @@ export class Connection extends Emitter {
     if (this.ended) return
     switch (msg.type) {
       case 'description':
-        if (this.pc && msg.description) await this.onDescription(msg.description)
+        if (!this.pc || !msg.description) break
+        await this.onDescription(msg.description)
+        if (this.pc.remoteDescription) {
+          const early = this.remoteCands
+          this.remoteCands = []
+          for (const c of early) await this.pc.addIceCandidate(c).catch((e) => this.log('remote candidate', { error: String(e?.message ?? e) }))
+        }
         break
       case 'candidate':
         if (!this.pc || !msg.candidate) break
+        if (!this.pc.remoteDescription) {
+          // Sent before its description by a peer that does not wait:
+          // kept until the description comes.
+          if (this.remoteCands.length < MAX_EARLY_CANDIDATES) this.remoteCands.push(msg.candidate)
+          break
+        }
         try {
           await this.pc.addIceCandidate(msg.candidate)
         } catch (e) {
