@@ -73,6 +73,7 @@ type Room struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	freed   chan struct{} // closed once endWithSession has returned
 
 	mu       sync.Mutex
 	record   json.RawMessage
@@ -144,10 +145,28 @@ func Join(ctx context.Context, sess *client.Session, name string, opts RoomOptio
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.watcher = model.WatchKeys(r.m, 0)
+	r.freed = make(chan struct{})
 	r.wg.Add(2)
 	go r.watch()
 	go r.keepAlive()
+	go r.endWithSession()
 	return r, nil
+}
+
+// endWithSession frees the room when its replication ends without Leave
+// (the session closed or failed): its goroutines stop and its model
+// closes. Leave waits for it.
+func (r *Room) endWithSession() {
+	defer close(r.freed)
+	select {
+	case <-r.rep.Done():
+	case <-r.ctx.Done():
+		return // Leave frees the room
+	}
+	r.cancel()
+	r.watcher.Close()
+	r.wg.Wait()
+	r.m.Close()
 }
 
 // ID returns this member's peer id.
@@ -211,6 +230,7 @@ func (r *Room) Leave() error {
 	err := r.rep.Close()
 	r.watcher.Close()
 	r.wg.Wait()
+	<-r.freed
 	r.m.Close()
 	return err
 }

@@ -629,3 +629,29 @@ func TestCallMessageLimit(t *testing.T) {
 		}
 	}
 }
+
+// A room whose session ends frees itself without Leave: once the session
+// and the server are gone, no goroutine of the room or its model stays.
+func TestRoomEndsWithSession(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	var r *peer.Room
+	t.Run("session", func(t *testing.T) {
+		ts := sctest.NewServer(t, sctest.Options{})
+		s, err := client.Dial(sctest.Ctx(t), ts.URL, client.DialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err = peer.Join(sctest.Ctx(t), s, "r", peer.RoomOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		select {
+		case <-r.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the room outlived its session")
+		}
+	}) // the server shuts down here
+	sctest.WaitFor(t, 10*time.Second, func() error { return goleak.Find(before) })
+	r.Leave() // harmless after the end
+}

@@ -54,21 +54,12 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	ss := &servers{o: &c}
-	defer ss.closeAll()
-	srv, err := ss.start(ctx, kindSignalchannel)
-	if err != nil {
-		return err
-	}
-	rep := newReport(&c)
-	rep.Servers = []*server{srv}
-	rep.Params = p
 	res := &churnResults{ServerCPU: -1, ServerUsPC: -1}
-	rep.Results = res
-	d, err := newDialers(srv.Addr, c.sources, 0)
+	ss, srv, rep, d, err := oneServer(ctx, &c, p, res)
 	if err != nil {
 		return err
 	}
+	defer ss.closeAll()
 	settleServer(ctx, srv)
 	res.Before, _ = srv.sample(ctx)
 	meter := startCPU(srv.PID)
@@ -77,41 +68,10 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		prof = startCPUProfile(ctx, &c, rep, srv, "churn", p.Duration)
 	}
 
-	errs := &errTally{}
-	var next, failed atomic.Int64
-	hists := make([]hist, p.Concurrency)
 	c.progress("churning with %d clients for %s", p.Concurrency, p.Duration)
-	rctx, rcancel := context.WithTimeout(ctx, p.Duration)
-	defer rcancel()
-	start := time.Now()
-	deadline := start.Add(p.Duration)
-	// An error at the end of the run, when the deadline cut a cycle short,
-	// is not the server's: the network deadline may pass a moment before
-	// the context says so.
-	over := func() bool { return rctx.Err() != nil || !time.Now().Before(deadline) }
-	var wg sync.WaitGroup
-	for w := range p.Concurrency {
-		wg.Go(func() {
-			for !over() {
-				i := int(next.Add(1) - 1)
-				if i >= p.MaxCount {
-					return
-				}
-				t0 := time.Now()
-				sess, err := churnOnce(rctx, d, srv.URL, i)
-				if err != nil {
-					if !over() {
-						errs.add(err, sess)
-						failed.Add(1)
-					}
-					continue
-				}
-				hists[w].Record(time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	h, failed, elapsed, errs := loopFor(ctx, p.Concurrency, p.Duration, p.MaxCount, func(ctx context.Context, _, i int) (*client.Session, error) {
+		return churnOnce(ctx, d, srv.URL, i)
+	})
 	cpu := meter.stop()
 	if prof != nil {
 		if err := <-prof; err != nil {
@@ -123,12 +83,8 @@ func runChurn(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	settleServer(ctx, srv)
 	res.After, _ = srv.sample(ctx)
 
-	var h hist
-	for i := range hists {
-		h.Merge(&hists[i])
-	}
 	res.Cycles = int64(h.Count())
-	res.Failed = failed.Load()
+	res.Failed = failed
 	res.Rate = float64(res.Cycles) / elapsed.Seconds()
 	res.Latency = h.Summary()
 	res.ServerCPU, res.ClientCPU, res.OthersCPU = cpu.Server, cpu.Client, cpu.Others
@@ -179,4 +135,71 @@ func churnOnce(ctx context.Context, d *dialers, url string, i int) (*client.Sess
 		return sess, err
 	}
 	return sess, e.Close()
+}
+
+// oneServer starts the signalchannel server of a one-server scenario, its
+// report (with the scenario's params and results) and the dialers of its
+// clients. The caller closes ss.
+func oneServer(ctx context.Context, c *common, params, results any) (*servers, *server, *report, *dialers, error) {
+	ss := &servers{o: c}
+	srv, err := ss.start(ctx, kindSignalchannel)
+	if err != nil {
+		ss.closeAll()
+		return nil, nil, nil, nil, err
+	}
+	rep := newReport(c)
+	rep.Servers = []*server{srv}
+	rep.Params = params
+	rep.Results = results
+	d, err := newDialers(srv.Addr, c.sources, 0)
+	if err != nil {
+		ss.closeAll()
+		return nil, nil, nil, nil, err
+	}
+	return ss, srv, rep, d, nil
+}
+
+// loopFor runs n workers, each calling one again and again, with the
+// number of the call, until d passes or max calls have started. It returns
+// the times of the calls that succeeded, how many failed, the time it took
+// and the errors. An error at the end of the run, when the deadline cut a
+// call short, is not counted: it is not the server's, as the network
+// deadline may pass a moment before the context says so.
+func loopFor(ctx context.Context, n int, d time.Duration, max int, one func(ctx context.Context, w, i int) (*client.Session, error)) (hist, int64, time.Duration, *errTally) {
+	errs := &errTally{}
+	var next, failed atomic.Int64
+	hists := make([]hist, n)
+	rctx, rcancel := context.WithTimeout(ctx, d)
+	defer rcancel()
+	start := time.Now()
+	deadline := start.Add(d)
+	over := func() bool { return rctx.Err() != nil || !time.Now().Before(deadline) }
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Go(func() {
+			for !over() {
+				i := int(next.Add(1) - 1)
+				if i >= max {
+					return
+				}
+				t0 := time.Now()
+				sess, err := one(rctx, w, i)
+				if err != nil {
+					if !over() {
+						errs.add(err, sess)
+						failed.Add(1)
+					}
+					continue
+				}
+				hists[w].Record(time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var h hist
+	for i := range hists {
+		h.Merge(&hists[i])
+	}
+	return h, failed.Load(), elapsed, errs
 }

@@ -8,6 +8,7 @@
 //	signalbench presence [flags]   K scuttlebutt members refreshing every S seconds
 //	signalbench relay    [flags]   K relay pairs: throughput per pair and in total
 //	signalbench churn    [flags]   sessions opened, one echo stream used, closed, per second
+//	signalbench calls    [flags]   calls placed, accepted, connected and closed per second
 //	signalbench server   [flags]   run a server (signalchannel or a baseline) for the others
 //
 // The server under test is a running one (-url ws://127.0.0.1:8080/v1/channel,
@@ -56,6 +57,7 @@ Usage:
   signalbench presence [flags]   K scuttlebutt members refreshing every S seconds
   signalbench relay    [flags]   K relay pairs: throughput per pair and in total
   signalbench churn    [flags]   sessions opened, one echo stream used, closed, per second
+  signalbench calls    [flags]   calls placed, accepted, connected and closed per second
   signalbench server   [flags]   run a server: -kind signalchannel, broadcast or splice
 
 Run "signalbench <scenario> -h" for its flags.
@@ -80,6 +82,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runRelay(ctx, args, stdout, stderr)
 	case "churn":
 		err = runChurn(ctx, args, stdout, stderr)
+	case "calls":
+		err = runCalls(ctx, args, stdout, stderr)
 	case "server":
 		err = runServer(ctx, args, stdout, stderr)
 	case childIdleCmd:

@@ -84,7 +84,7 @@ func TestLoopbackOnly(t *testing.T) {
 		}
 	}
 	// Every scenario refuses such a target before doing anything.
-	for _, sc := range []string{"idle", "fanout", "presence", "relay", "churn"} {
+	for _, sc := range []string{"idle", "fanout", "presence", "relay", "churn", "calls"} {
 		err := runErr(sc, "-url", "ws://192.0.2.1:8080/v1/channel")
 		if !errors.Is(err, errNotLoopback) || !strings.Contains(err.Error(), "loopback") {
 			t.Errorf("%s: %v, want a loopback error", sc, err)
@@ -370,5 +370,27 @@ func TestBadFlags(t *testing.T) {
 		if err := runErr(args...); err == nil {
 			t.Errorf("%q: no error", args)
 		}
+	}
+}
+
+// Calls are placed, accepted and connected, over the relay and over a
+// loopback data channel, each to its count.
+func TestCalls(t *testing.T) {
+	for _, webrtc := range []string{"false", "true"} {
+		var res callsResults
+		runJSON(t, &res, "calls", "-spawn", "inproc", "-server-args", "-max-stream-opens-per-second 100000", "-pairs", "2", "-duration", "20s", "-max-count", "6", "-webrtc="+webrtc)
+		if res.SetUps != 6 || res.Failed != 0 || res.Latency.Count != 6 {
+			t.Fatalf("webrtc %s: %d set-ups, %d failed, errors %v", webrtc, res.SetUps, res.Failed, res.Errors)
+		}
+	}
+}
+
+// A room member is held like an echo session, and its record can be
+// written again.
+func TestIdleRoom(t *testing.T) {
+	var res idleResults
+	runJSON(t, &res, "idle", "-spawn", "inproc", "-procs", "1", "-n", "12", "-room", "-namespace-size", "4", "-settle", "0s", "-hold", "0s", "-probe", "12")
+	if res.Opened != 12 || res.ProbeOK != 12 || res.ProbeFailed != 0 || res.Lost != 0 {
+		t.Fatalf("%d opened, probes %d ok %d failed, %d lost, errors %v", res.Opened, res.ProbeOK, res.ProbeFailed, res.Lost, res.Errors)
 	}
 }
