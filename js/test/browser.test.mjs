@@ -2,7 +2,8 @@
 // served by the real server, and the Go peer (examples/peer), join one room
 // and connect: Chromium to Chromium and Go to Chromium, over a direct data
 // channel both ways, through the relay when ICE is made to fail, and with a
-// media track from Chromium's fake camera received by the other side.
+// media track from Chromium's fake camera received by the other side;
+// and a connection that heals over the relay when its direct path is cut.
 //
 // The server and Chromium run in a network namespace of their own, made
 // here: 127.0.0.1 for the server, and one veth address (198.51.100.1, a
@@ -267,6 +268,35 @@ test('Go to Chromium: the Go peer receives the fake camera of the page', browser
   const ev = await go.waitEvent((e) => e.event === 'track' && e.peer === page.id, 20_000, 'a track')
   assert.equal(ev.kind, 'video')
   assert.ok(ev.packets >= 50)
+  assert.deepEqual(page.errors, [])
+  await page.close()
+})
+
+test('Go to Chromium: the direct path cut, the connection heals over the relay and loses nothing', browser, async (t) => {
+  const room = unique('room')
+  const go = await goPeer(t, room, ['-direct-timeout', '1500ms'])
+  const page = await openPage(room, '&timeout=1500')
+  await expectPath(page, go.id, 'direct', 20_000)
+  await heard(page, go.id, 'direct', 'hello from go')
+  // The address of both ICE candidates goes away; the server's, 127.0.0.1,
+  // stays.
+  await ip('netns', 'exec', netns, 'ip', 'addr', 'del', '198.51.100.1/24', 'dev', 'sc0')
+  t.after(async () => {
+    await ip('netns', 'exec', netns, 'ip', 'addr', 'add', '198.51.100.1/24', 'dev', 'sc0').catch(() => {})
+    await ip('netns', 'exec', netns, 'ip', 'route', 'replace', 'default', 'via', '198.51.100.2', 'dev', 'sc0').catch(() => {})
+  })
+  // Written while the path is down: kept, and sent again on the next.
+  await say(page, 'during the cut')
+  await expectPath(page, go.id, 'relay', 60_000)
+  await go.waitEvent((e) => e.event === 'path' && e.peer === page.id && e.path === 'relay', 20_000, 'the relay')
+  await go.waitEvent((e) => e.event === 'data' && e.from === page.id && e.text === 'during the cut', 20_000, 'the line written during the cut')
+  await heard(page, go.id, 'relay', 'during the cut')
+  await say(page, 'after the cut')
+  await go.waitEvent((e) => e.event === 'data' && e.from === page.id && e.text === 'after the cut' && e.path === 'relay', 10_000, 'the line after the cut')
+  await heard(page, go.id, 'relay', 'after the cut')
+  // Each line reached the Go peer once.
+  const lines = go.events.filter((e) => e.event === 'data' && e.from === page.id).map((e) => e.text)
+  assert.deepEqual(lines, ['during the cut', 'after the cut'])
   assert.deepEqual(page.errors, [])
   await page.close()
 })
