@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/signalchannel/signalchannel/ice"
 )
 
 // Protocol limits of PROTOCOL.md section 2.
@@ -241,6 +243,8 @@ type Reply struct {
 	// Peer comes from the relay endpoint once paired: who is at the other
 	// end.
 	Peer *PeerInfo `json:"peer,omitempty"`
+	// ICE comes from the session endpoint: the ICE servers to use.
+	ICE *ice.Servers `json:"ice,omitempty"`
 
 	Error *Error `json:"error,omitempty"`
 

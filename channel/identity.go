@@ -3,6 +3,8 @@ package channel
 import (
 	"encoding/json"
 	"strings"
+
+	"github.com/signalchannel/signalchannel/ice"
 )
 
 // EndpointSession is the endpoint that tells a session who it is and takes
@@ -37,6 +39,10 @@ type SessionInfo struct {
 	// 4401 once Exp plus its clock skew allowance has passed, unless a
 	// fresh token arrives first.
 	Exp int64 `json:"exp,omitempty"`
+	// ICE is the ICE servers this peer should use, with TURN credentials
+	// for its id (PROTOCOL.md section 11); absent when the server hands out
+	// none. Each session stream's reply carries fresh ones.
+	ICE *ice.Servers `json:"ice,omitempty"`
 }
 
 // PeerInfo names a peer as the server vouches for it: its id and the public

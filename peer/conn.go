@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/signalchannel/signalchannel/channel/client"
 )
 
 // Path is how a connection's data travels.
@@ -41,7 +43,12 @@ const (
 // ConnOptions configure Connect.
 type ConnOptions struct {
 	// ICEServers are the STUN and TURN servers of the peer connection.
+	// Default, with ICEServersFunc unset too: those the server hands out
+	// (client.Session.ICEServers), renewed for every ICE restart.
 	ICEServers []webrtc.ICEServer
+	// ICETransportPolicy, set to webrtc.ICETransportPolicyRelay, keeps
+	// ICE to TURN candidates. Default all.
+	ICETransportPolicy webrtc.ICETransportPolicy
 	// SettingEngine, if set, tunes the peer connection (network types,
 	// interfaces, loopback candidates); Connect uses a copy that detaches
 	// data channels, so one engine may serve many connections. Default a
@@ -129,6 +136,15 @@ func Connect(ctx context.Context, call *Call, opts ConnOptions) (*Conn, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.rdl, c.wdl = newDeadline(), newDeadline()
+	if len(opts.ICEServers) == 0 && opts.ICEServersFunc == nil && !opts.ForceRelay {
+		servers, err := sessionICE(ctx, call.room.sess)
+		if err != nil {
+			c.cancel()
+			return nil, err
+		}
+		c.opts.ICEServers = servers
+		c.opts.ICEServersFunc = func(ctx context.Context) ([]webrtc.ICEServer, error) { return sessionICE(ctx, call.room.sess) }
+	}
 	if !opts.ForceRelay {
 		if err := c.startWebRTC(); err != nil {
 			c.cancel()
@@ -165,7 +181,7 @@ func (c *Conn) startWebRTC() error {
 	}
 	se.DetachDataChannels()
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(se))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: c.opts.ICEServers})
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: c.opts.ICEServers, ICETransportPolicy: c.opts.ICETransportPolicy})
 	if err != nil {
 		return fmt.Errorf("peer: peer connection: %w", err)
 	}
@@ -212,6 +228,19 @@ func (c *Conn) startWebRTC() error {
 		c.send(m)
 	})
 	return nil
+}
+
+// sessionICE returns the ICE servers the server hands sess, as pion's.
+func sessionICE(ctx context.Context, sess *client.Session) ([]webrtc.ICEServer, error) {
+	servers, err := sess.ICEServers(ctx)
+	if err != nil || servers == nil {
+		return nil, err
+	}
+	out := make([]webrtc.ICEServer, 0, len(servers.ICEServers))
+	for _, s := range servers.ICEServers {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out, nil
 }
 
 // iceKind says whether the selected ICE pair goes through TURN.

@@ -17,6 +17,7 @@ import (
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/internal/wsconn"
 	"github.com/signalchannel/signalchannel/channel/mux"
+	"github.com/signalchannel/signalchannel/ice"
 )
 
 // DialOptions configures Dial. The zero value is ready to use.
@@ -99,6 +100,9 @@ type Session struct {
 	refreshMu sync.Mutex
 	exp       time.Time   // the current token's exp; zero without credentials
 	refresher *time.Timer // the next refresh, with a TokenFunc
+
+	iceMu sync.Mutex
+	ice   *ice.Servers // from the last session reply; nil when the server hands out none
 }
 
 // Dial connects to a signalchannel server at url (ws:// or wss://, path
@@ -168,7 +172,39 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 	}
 	s.id, s.meta = info.ID, info.Meta
 	s.setExp(info.Exp)
+	s.setICE(info.ICE)
 	return s, nil
+}
+
+func (s *Session) setICE(servers *ice.Servers) {
+	s.iceMu.Lock()
+	s.ice = servers
+	s.iceMu.Unlock()
+}
+
+// ICEServers returns the ICE servers the server hands this peer
+// (PROTOCOL.md section 11): STUN URLs, and TURN URLs with credentials for
+// its id; nil when the server hands out none. Credentials with less than
+// half their lifetime, or a minute, left are renewed first, in band (a
+// session stream), so that what it returns serves a new connection or an
+// ICE restart.
+func (s *Session) ICEServers(ctx context.Context) (*ice.Servers, error) {
+	s.iceMu.Lock()
+	defer s.iceMu.Unlock()
+	cur := s.ice
+	if cur == nil || cur.Expires == 0 {
+		return cur, nil
+	}
+	left := time.Until(time.Unix(cur.Expires, 0))
+	if left > min(time.Duration(cur.TTL)*time.Second/2, time.Minute) {
+		return cur, nil
+	}
+	info, err := s.hello(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("channel: ICE servers: %w", err)
+	}
+	s.ice = info.ICE
+	return s.ice, nil
 }
 
 // ID returns the session's peer id, which the server vouches for: the sub
@@ -205,6 +241,7 @@ func (s *Session) Refresh(ctx context.Context, token string) error {
 		return err
 	}
 	s.setExp(info.Exp)
+	s.setICE(info.ICE)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel/mux"
+	"github.com/signalchannel/signalchannel/ice"
 )
 
 // Config tunes a Handler. The zero value of a field means its default;
@@ -64,6 +65,10 @@ type Config struct {
 	// allow list does not cover gets `forbidden`, and a session is closed
 	// with 4401 when its token expires. Default nil: the server is open.
 	Verifier *auth.Verifier
+	// ICE, if set, issues the ICE servers the session endpoint's reply and
+	// ICEHandler hand out (PROTOCOL.md section 11), with TURN credentials
+	// for the peer's id. Default nil: none.
+	ICE *ice.Issuer
 	// Ownership says whether a session may act only as itself
 	// (PROTOCOL.md section 9): a relay stream pairs only with a local token
 	// its peer id owns, and in the namespaces Owned or the token's own

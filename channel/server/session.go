@@ -308,6 +308,10 @@ func (s *session) serveSession(st *Stream, hdr *channel.Header, release func()) 
 		if c != nil {
 			info.Exp = c.ExpiresAt.Unix()
 		}
+		if iss := s.h.cfg.ICE; iss != nil {
+			servers := iss.Issue(who.ID)
+			info.ICE = &servers
+		}
 		if st.Accept(info) != nil {
 			st.Reset()
 			return

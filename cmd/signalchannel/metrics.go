@@ -8,6 +8,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/endpoints"
+	"github.com/signalchannel/signalchannel/turnserver"
 )
 
 // metrics reads the server's counters at scrape time: the hot paths only
@@ -17,6 +18,7 @@ type metrics struct {
 	echo  *endpoints.Echo
 	relay *endpoints.Relay
 	sb    *endpoints.Scuttlebutt
+	turn  *turnserver.Server // nil when the embedded TURN server is off
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -49,6 +51,11 @@ var (
 	mRelayConflicts = desc("relay_conflicts_total", "Relay streams refused with conflict.")
 	mRelayRejected  = desc("relay_rejected_total", "Relay streams refused by a cap.")
 	mRelayBytes     = desc("relay_bytes_total", "Bytes relayed, both directions.")
+	mTurnAllocs     = desc("turn_allocations", "Allocations open on the embedded TURN server.")
+	mTurnAllocsAll  = desc("turn_allocations_total", "Allocations made on the embedded TURN server since start.")
+	mTurnBytes      = desc("turn_bytes_relayed_total", "Bytes the embedded TURN server relayed, both ways.")
+	mTurnDropped    = desc("turn_packets_dropped_total", "Packets the embedded TURN server dropped past an allocation's bandwidth or lifetime.")
+	mTurnRefused    = desc("turn_refused_total", "Requests the embedded TURN server refused, by reason.", "reason")
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
@@ -61,6 +68,16 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	if t := m.turn; t != nil {
+		st := t.Stats()
+		gauge(mTurnAllocs, float64(st.Allocations.Load()))
+		counter(mTurnAllocsAll, float64(st.AllocationsTotal.Load()))
+		counter(mTurnBytes, float64(st.BytesRelayed.Load()))
+		counter(mTurnDropped, float64(st.PacketsDropped.Load()))
+		counter(mTurnRefused, float64(st.AuthRefused.Load()), "credentials")
+		counter(mTurnRefused, float64(st.QuotaRefused.Load()), "quota")
+		counter(mTurnRefused, float64(st.Malformed.Load()), "malformed")
 	}
 	st := m.h.Stats()
 	gauge(mSessions, float64(st.Sessions))

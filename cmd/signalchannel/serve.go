@@ -20,7 +20,9 @@ import (
 	"github.com/signalchannel/signalchannel/channel"
 	"github.com/signalchannel/signalchannel/channel/server"
 	"github.com/signalchannel/signalchannel/endpoints"
+	"github.com/signalchannel/signalchannel/ice"
 	"github.com/signalchannel/signalchannel/internal/demo"
+	"github.com/signalchannel/signalchannel/turnserver"
 )
 
 // options are the server's settings, one flag each.
@@ -39,6 +41,7 @@ type options struct {
 	ownership       string
 	owned           string
 	pprofListen     string
+	ice             iceOptions
 
 	channel server.Config
 	echo    endpoints.EchoConfig
@@ -118,6 +121,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&n.prefix, "cluster-prefix", "signalchannel", "first subject token of the cluster's NATS traffic; every server of a cluster uses the same")
 	fs.DurationVar(&n.heartbeat, "cluster-heartbeat", time.Second, "how often this server tells the cluster it is alive")
 	fs.DurationVar(&n.deadAfter, "cluster-dead-after", 3*time.Second, "a server silent for this long is taken for gone: its ephemeral keys are deleted")
+
+	i := &o.ice
+	fs.StringVar(&i.stun, "stun", "", "comma-separated STUN URLs handed to clients (stun:HOST:PORT)")
+	fs.StringVar(&i.turn, "turn", "", "comma-separated TURN URLs handed to clients with credentials (turn:HOST:PORT?transport=udp, turns:...); default, with -turn-listen-udp or -turn-listen-tcp, the embedded TURN server's")
+	fs.StringVar(&i.secretFile, "turn-secret-file", "", "the secret shared with the TURN servers (coturn's static-auth-secret), at least 32 bytes, in this file")
+	fs.DurationVar(&i.ttl, "turn-ttl", ice.DefaultTTL, "lifetime of the TURN credentials handed out")
+	fs.StringVar(&i.udp, "turn-listen-udp", "", "run the embedded TURN server on this UDP address HOST:PORT (empty: off)")
+	fs.StringVar(&i.tcp, "turn-listen-tcp", "", "run the embedded TURN server on this TCP address HOST:PORT (empty: off)")
+	fs.StringVar(&i.publicIP, "turn-public-ip", "", "the IP address clients and peers reach the embedded TURN server at (default: its listen address's)")
+	fs.StringVar(&i.realm, "turn-realm", turnserver.DefaultRealm, "the embedded TURN server's realm")
+	fs.StringVar(&i.ports, "turn-relay-ports", "49152-65535", "the embedded TURN server's relay port range MIN-MAX")
+	fs.IntVar(&i.maxAllocs, "turn-max-allocations-per-peer", turnserver.DefaultMaxAllocationsPerPeer, "allocations one peer id may hold at once on the embedded TURN server")
+	fs.IntVar(&i.bandwidth, "turn-bandwidth", 0, "bytes per second each way of one allocation on the embedded TURN server; packets past it are dropped (0: no cap)")
+	fs.DurationVar(&i.lifetime, "turn-max-lifetime", turnserver.DefaultMaxLifetime, "the longest an allocation on the embedded TURN server relays")
 
 	addEnvToUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -295,6 +312,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		cfg.Cluster = cl.node
 		log.Info("cluster joined", "nats", cl.url, "node", cl.node.Name())
 	}
+	ts, err := startICE(&o.ice, &cfg.Channel, log)
+	if err != nil {
+		return err
+	}
+	if ts != nil {
+		defer ts.Close()
+	}
 	sc, err := signalchannel.New(cfg)
 	if err != nil {
 		return err
@@ -304,7 +328,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	var shuttingDown atomic.Bool
 	mux := http.NewServeMux()
 	mux.Handle("/v1/channel", sc)
-	reg := newRegistry(&metrics{h: h, echo: sc.Echo(), relay: sc.Relay(), sb: sc.Scuttlebutt()})
+	mux.Handle("/v1/ice-servers", h.ICEHandler())
+	reg := newRegistry(&metrics{h: h, echo: sc.Echo(), relay: sc.Relay(), sb: sc.Scuttlebutt(), turn: ts})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")

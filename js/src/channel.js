@@ -211,6 +211,8 @@ export class Channel {
     this.meta = null
     /** @type {Date | null} when the session's token expires, null on a server without credentials */
     this.expires = null
+    /** @type {{iceServers: {urls: string[], username?: string, credential?: string}[], ttl?: number, expires?: number} | null} the ICE servers of the last session reply (PROTOCOL.md section 11), null when the server hands out none */
+    this.ice = null
     /** @type {(() => string | Promise<string>) | null} gives the tokens of the refreshes this channel makes by itself */
     this.getToken = typeof options.getToken === 'function' ? options.getToken : null
     /** refreshTimer runs until the next refresh with getToken, due at refreshDue (ms since the epoch). */
@@ -316,6 +318,24 @@ export class Channel {
   }
 
   /**
+   * iceServers resolves with the ICE servers the server hands this peer
+   * (PROTOCOL.md section 11): `{iceServers, ttl, expires}`, the list in
+   * RTCIceServer's shape, TURN credentials for this peer's id; null when
+   * the server hands out none. Credentials with less than half their
+   * lifetime, or a minute, left are renewed first, in band, so that what
+   * it gives serves a new connection or an ICE restart.
+   * @param {AbortSignal} [signal]
+   */
+  async iceServers (signal) {
+    const cur = this.ice
+    if (!cur || !cur.expires) return cur
+    const left = cur.expires * 1000 - Date.now()
+    if (left > Math.min((cur.ttl ?? 0) * 500, 60_000)) return cur
+    await this.hello('', signal)
+    return this.ice
+  }
+
+  /**
    * learn takes the session endpoint's reply: id, meta and exp. With
    * getToken it schedules the next refresh.
    * @param {any} reply
@@ -326,6 +346,7 @@ export class Channel {
     if (meta !== undefined && meta !== null && (typeof meta !== 'object' || Array.isArray(meta))) throw new SignalChannelError('bad_reply', 'a session reply whose meta is not a JSON object')
     this.id = reply.id
     this.meta = meta ?? null
+    this.ice = reply.ice && Array.isArray(reply.ice.iceServers) ? reply.ice : null
     this.expires = typeof reply.exp === 'number' && reply.exp > 0 ? new Date(reply.exp * 1000) : null
     if (this.expires && this.getToken) {
       const left = this.expires.getTime() - Date.now()

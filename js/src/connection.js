@@ -822,6 +822,14 @@ export class Connection extends Emitter {
  * @returns {Promise<Connection>}
  */
 export async function connectCall (call, options = {}) {
+  if (!options.forceRelay && !options.iceServers && !options.iceServersFunc && !options.config?.iceServers) {
+    // The server's, renewed for every ICE restart.
+    const ch = call.room.channel
+    const servers = await ch.iceServers(options.signal)
+    if (servers) {
+      options = { ...options, iceServers: servers.iceServers, iceServersFunc: async () => (await ch.iceServers())?.iceServers ?? [] }
+    }
+  }
   const conn = new Connection(call, options)
   const onAbort = () => conn.end(new SignalChannelError('aborted', 'connect was aborted'))
   options.signal?.addEventListener('abort', onAbort, { once: true })

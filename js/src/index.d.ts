@@ -23,6 +23,15 @@ export class SignalChannelError extends Error {
   readonly reason?: string
 }
 
+/** ICE servers as the server hands them out: RTCIceServer's shape, and when their credentials expire. */
+export interface ICEServers {
+  iceServers: { urls: string[], username?: string, credential?: string }[]
+  /** The credentials' lifetime in seconds; absent when none carry any. */
+  ttl?: number
+  /** When the credentials expire, in seconds since the Unix epoch; absent when none carry any. */
+  expires?: number
+}
+
 export interface ConnectOptions {
   /**
    * Credentials: sent as `Authorization: Bearer <token>` when the client uses
@@ -170,6 +179,15 @@ export class Channel {
   readonly meta: { [key: string]: any } | null
   /** When the session's token expires, or null on a server without credentials. */
   readonly expires: Date | null
+  /** The ICE servers of the last session reply, null when the server hands out none. */
+  readonly ice: ICEServers | null
+  /**
+   * The ICE servers the server hands this peer (PROTOCOL.md section 11),
+   * TURN credentials for its id; null when it hands out none. Credentials
+   * with less than half their lifetime, or a minute, left are renewed
+   * first, in band.
+   */
+  iceServers (signal?: AbortSignal): Promise<ICEServers | null>
   /**
    * Presents a fresh token for the session's sub in band: the server moves
    * the session's expiry to the new token's and applies its claims to the
@@ -488,7 +506,7 @@ export interface ConnectOptions {
   RTCPeerConnection?: typeof RTCPeerConnection
   /** The peer connection's configuration (iceTransportPolicy and the like). */
   config?: RTCConfiguration
-  /** STUN and TURN servers; they replace config.iceServers. */
+  /** STUN and TURN servers; they replace config.iceServers. Default, with none in config either: the server's (Channel.iceServers), renewed for every ICE restart. */
   iceServers?: RTCIceServer[]
   /** Gives the ICE servers of every ICE restart, so that a restart uses current TURN credentials. */
   iceServersFunc?: () => Promise<RTCIceServer[]>

@@ -1,6 +1,6 @@
 // Compiled by types.test.mjs against the package's declarations: the
 // snippets of README.md, typed.
-import { connect, reconnect, Model, SignalChannelError, MAX_MESSAGE_BYTES, DEFAULT_DIRECT_TIMEOUT, DEFAULT_DISCONNECT_GRACE, CLOSE_LINGER, type Update, type Call, type Member, type Request, type Connection, type Path } from 'signalchannel'
+import { connect, reconnect, Model, SignalChannelError, MAX_MESSAGE_BYTES, DEFAULT_DIRECT_TIMEOUT, DEFAULT_DISCONNECT_GRACE, CLOSE_LINGER, type Update, type Call, type Member, type Request, type Connection, type Path, type Channel, type ICEServers } from 'signalchannel'
 
 export async function usage (token: string): Promise<void> {
   const ch = await connect('ws://127.0.0.1:8080/v1/channel', { token })
@@ -150,4 +150,11 @@ export async function connections (call: Call): Promise<void> {
   void why
   const relayed = await call.connect({ forceRelay: true })
   await relayed.close()
+}
+
+export async function iceServers (ch: Channel): Promise<void> {
+  const servers: ICEServers | null = await ch.iceServers(AbortSignal.timeout(5000))
+  const list: RTCIceServer[] = servers?.iceServers ?? []
+  void list
+  void ch.ice?.expires
 }

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/turn/v5"
+
+	"github.com/signalchannel/signalchannel/ice"
+)
+
+// serve -turn-listen-udp runs the embedded TURN server and hands out its
+// URL with credentials that it accepts; /metrics counts its allocations.
+func TestServeEmbeddedTURN(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "turn-secret")
+	if err := os.WriteFile(secretFile, []byte(strings.Repeat("s", 40)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, _, logs := startServer(t, "-turn-secret-file", secretFile, "-turn-listen-udp", "127.0.0.1:0", "-stun", "stun:127.0.0.1:3478", "-turn-ttl", "2m")
+	resp, err := http.Get("http://" + addr + "/v1/ice-servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got ice.Servers
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || len(got.ICEServers) != 2 || got.TTL != 120 {
+		t.Fatalf("%+v, %v\n%s", got, err, logs)
+	}
+	tr := got.ICEServers[1]
+	if len(tr.URLs) != 1 || !strings.HasPrefix(tr.URLs[0], "turn:127.0.0.1:") || !strings.HasSuffix(tr.URLs[0], "?transport=udp") {
+		t.Fatalf("announced %v", tr.URLs)
+	}
+	// A pion TURN client allocates with them.
+	server := strings.TrimSuffix(strings.TrimPrefix(tr.URLs[0], "turn:"), "?transport=udp")
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: server, STUNServerAddr: server, Username: tr.Username, Password: tr.Credential, Realm: "signalchannel", Conn: conn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	relay, err := c.AllocateWithContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	if m := scrape(t, addr); !strings.Contains(m, "signalchannel_turn_allocations 1") || !strings.Contains(m, "signalchannel_turn_allocations_total 1") {
+		t.Fatalf("metrics:\n%s", grep(m, "signalchannel_turn"))
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TURN without its secret, a bad port range or a bad public IP stop the
+// server with a message naming the flag.
+func TestTURNFlags(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "turn-secret")
+	os.WriteFile(secretFile, []byte(strings.Repeat("s", 40)), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-turn-listen-udp", "127.0.0.1:0"}, "-turn-secret-file"},
+		{[]string{"-turn", "turn:x:3478"}, "-turn-secret-file"},
+		{[]string{"-turn-secret-file", secretFile, "-turn-listen-udp", "127.0.0.1:0", "-turn-relay-ports", "9-1"}, "-turn-relay-ports"},
+		{[]string{"-turn-secret-file", secretFile, "-turn-listen-udp", "127.0.0.1:0", "-turn-public-ip", "nope"}, "-turn-public-ip"},
+		{[]string{"-turn-secret-file", secretFile, "-turn", "http://x"}, "TURN URL"},
+		{[]string{"-turn-secret-file", secretFile, "-turn", "turn:x", "-turn-ttl", "1s"}, "lifetime"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, append([]string{"serve", "-addr", "127.0.0.1:0"}, c.args...), io.Discard, io.Discard, nil)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error naming %s", c.args, err, c.want)
+		}
+	}
+}
