@@ -43,11 +43,15 @@ func main() {
 	direct := flag.Duration("direct-timeout", peer.DefaultDirectTimeout, "how long to wait for the data channel before taking the relay")
 	stun := flag.String("stun", "", "a STUN server URL (stun:host:port) for ICE")
 	verbose := flag.Bool("v", false, "log the connections' signalling and paths to stderr")
+	onlyTURN := flag.Bool("turn-only", false, "use TURN candidates only (ICE transport policy relay), with the server's ICE servers")
 	flag.Parse()
 	log.SetFlags(0)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	opts := peer.ConnOptions{ForceRelay: *relay, DirectTimeout: *direct}
+	if *onlyTURN {
+		opts.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
 	if *verbose {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -40,6 +40,7 @@ let pageServer
 let pageBase
 let scratch
 let nsPrefix
+let turnServer = null // with the embedded TURN server, started by the first test that needs it
 
 async function ip (...args) {
   return execFileP('ip', args, { timeout: 10_000 })
@@ -111,6 +112,7 @@ before(async () => {
 
 after(async () => {
   await context?.close().catch(() => {})
+  await turnServer?.stop()
   await pageServer?.stop()
   await channelServer?.stop()
   if (scratch) rmSync(scratch, { recursive: true, force: true })
@@ -118,15 +120,19 @@ after(async () => {
 })
 
 /** openPage opens a page of the demo in room with the query's options; its id is its peer id. */
-async function openPage (room, query = '') {
+async function openPage (room, query = '', base = pageBase) {
   const page = await context.newPage()
   const errors = []
   page.on('pageerror', (e) => errors.push(e.message))
   page.errors = errors
   page.logs = []
   page.on('console', (m) => page.logs.push(m.text()))
-  await page.goto(`${pageBase}room=${room}${query}`)
-  await page.locator('#self').filter({ hasText: /./ }).waitFor({ timeout: 15_000 })
+  await page.goto(`${base}room=${room}${query}`)
+  try {
+    await page.locator('#self').filter({ hasText: /./ }).waitFor({ timeout: 30_000 })
+  } catch {
+    throw new Error(`the page did not connect within 30 s: ${await describe(page)}`)
+  }
   page.id = await page.locator('#self').textContent()
   return page
 }
@@ -169,8 +175,8 @@ async function exchange (a, b, path) {
 }
 
 /** goPeer starts the Go peer in the namespace, in room, and waits until it has joined. */
-async function goPeer (t, room, args = []) {
-  const go = await startGoPeer(['-url', channelServer.url, '-room', room, '-v', ...args], { prefix: nsPrefix })
+async function goPeer (t, room, args = [], url = channelServer.url) {
+  const go = await startGoPeer(['-url', url, '-room', room, '-v', ...args], { prefix: nsPrefix })
   t.after(() => go.stop())
   go.id = (await go.waitEvent((e) => e.event === 'joined', 60_000, 'joined')).id
   return go
@@ -300,3 +306,59 @@ test('Go to Chromium: the direct path cut, the connection heals over the relay a
   assert.deepEqual(page.errors, [])
   await page.close()
 })
+
+
+/** withTURN starts, once, a server with the embedded TURN server on the namespace's veth address, and returns its page base. */
+async function withTURN () {
+  if (!turnServer) {
+    const secret = path.join(scratch, 'turn-secret')
+    writeFileSync(secret, 'turn-secret-of-the-browser-tests-0123456789')
+    turnServer = await startServer(['-demo', '-turn-secret-file', secret, '-turn-listen-udp', '198.51.100.1:0', '-turn-listen-tcp', '198.51.100.1:0'], { prefix: nsPrefix })
+  }
+  return `${turnServer.httpURL}/demo/?`
+}
+
+test('Chromium to Chromium through the embedded TURN server: data both ways and the camera', browser, async () => {
+  const base = await withTURN()
+  const room = unique('room')
+  const a = await openPage(room, '&ice=turn&media=1', base)
+  const b = await openPage(room, '&ice=turn', base)
+  await expectPath(a, b.id, 'turn', 20_000, b)
+  await expectPath(b, a.id, 'turn', 20_000, a)
+  await exchange(a, b, 'turn')
+  try {
+    await b.locator(`#peers li[data-peer="${a.id}"] video[data-playing="1"]`).waitFor({ timeout: 20_000 })
+  } catch {
+    throw new Error(`a's camera does not play on b through TURN: ${await describe(b)}; a: ${await describe(a)}`)
+  }
+  const m = await metricsOf(b)
+  assert.ok(m.allocations >= 2 && m.bytes > 0, JSON.stringify(m))
+  await b.screenshot({ path: path.join(results, 'demo-turn-b.png') })
+  assert.deepEqual([...a.errors, ...b.errors], [])
+  await a.close()
+  await b.close()
+})
+
+test('Go to Chromium through the embedded TURN server: data both ways and the camera', browser, async (t) => {
+  const base = await withTURN()
+  const room = unique('room')
+  const go = await goPeer(t, room, ['-turn-only'], turnServer.url)
+  const page = await openPage(room, '&ice=turn&media=1', base)
+  await expectPath(page, go.id, 'turn', 20_000)
+  await go.waitEvent((e) => e.event === 'connected' && e.peer === page.id && e.path === 'turn', 20_000, 'connected through TURN')
+  await heard(page, go.id, 'turn', 'hello from go')
+  await say(page, 'through turn')
+  await go.waitEvent((e) => e.event === 'data' && e.from === page.id && e.text === 'through turn' && e.path === 'turn', 10_000, 'the page\'s line')
+  await heard(page, go.id, 'turn', 'through turn')
+  const ev = await go.waitEvent((e) => e.event === 'track' && e.peer === page.id, 20_000, 'the camera')
+  assert.equal(ev.kind, 'video')
+  assert.deepEqual(page.errors, [])
+  await page.close()
+})
+
+/** metricsOf reads the embedded TURN server's counters from the /metrics of page's server (in the namespace, as the page is). */
+async function metricsOf (page) {
+  const text = await page.evaluate(() => fetch('/metrics').then((r) => r.text()))
+  const value = (name) => Number((new RegExp(`^${name} (\\S+)$`, 'm').exec(text) ?? [])[1] ?? NaN)
+  return { allocations: value('signalchannel_turn_allocations_total'), bytes: value('signalchannel_turn_bytes_relayed_total') }
+}

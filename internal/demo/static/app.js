@@ -12,6 +12,8 @@
 //   token=JWT        credentials, for a server that requires them
 //   force=relay      iceTransportPolicy "relay" with no TURN server: ICE
 //                    cannot succeed, so the relay carries the data
+//   ice=turn         iceTransportPolicy "relay" with the server's TURN
+//                    servers: the connection goes through TURN
 //   timeout=MS       how long to wait for a data channel (default 5000)
 //   media=1          turn the camera on at once
 
@@ -21,6 +23,7 @@ const params = new URLSearchParams(location.search)
 const roomName = params.get('room') || 'lobby'
 const myName = params.get('name') || 'browser'
 const forceRelay = params.get('force') === 'relay'
+const onlyTURN = params.get('ice') === 'turn'
 const directTimeout = Number(params.get('timeout')) > 0 ? Number(params.get('timeout')) : 5000
 const serverURL = params.get('server') || new URL('/v1/channel', location.href).href
 const token = params.get('token') || undefined
@@ -108,7 +111,8 @@ async function connectCall (call) {
   let conn
   try {
     conn = await call.connect({
-      config: { iceServers: [], iceTransportPolicy: forceRelay ? 'relay' : 'all' },
+      // The server's ICE servers unless ICE is made to fail.
+      config: forceRelay ? { iceServers: [], iceTransportPolicy: 'relay' } : { iceTransportPolicy: onlyTURN ? 'relay' : 'all' },
       directTimeout,
       log: (msg, fields) => console.debug(`[${id.slice(0, 8)}] ${msg}`, JSON.stringify(fields))
     })
