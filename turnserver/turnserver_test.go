@@ -34,7 +34,7 @@ func newClock() *clock {
 func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-func start(t *testing.T, cfg turnserver.Config) *turnserver.Server {
+func start(t testing.TB, cfg turnserver.Config) *turnserver.Server {
 	t.Helper()
 	if cfg.UDP == "" {
 		cfg.UDP = "127.0.0.1:0"
@@ -56,7 +56,7 @@ func creds(peer string, now time.Time, ttl time.Duration) (string, string) {
 }
 
 // client is a pion TURN client of s with the given credentials.
-func client(t *testing.T, s *turnserver.Server, user, pass string) *turn.Client {
+func client(t testing.TB, s *turnserver.Server, user, pass string) *turn.Client {
 	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +79,7 @@ func client(t *testing.T, s *turnserver.Server, user, pass string) *turn.Client 
 }
 
 // allocate allocates within a bounded time.
-func allocate(t *testing.T, c *turn.Client) (net.PacketConn, error) {
+func allocate(t testing.TB, c *turn.Client) (net.PacketConn, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -91,7 +91,7 @@ func allocate(t *testing.T, c *turn.Client) (net.PacketConn, error) {
 }
 
 // peer is a plain UDP socket on loopback that echoes what it receives.
-func peer(t *testing.T) net.PacketConn {
+func peer(t testing.TB) net.PacketConn {
 	t.Helper()
 	p, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
