@@ -60,7 +60,8 @@ type Config struct {
 	// MaxLifetime bounds the whole life of an allocation: past it the
 	// allocation relays nothing more. Default 24h.
 	MaxLifetime time.Duration
-	// Now is the clock of the credentials' expiry. Default time.Now.
+	// Now is the clock of the credentials' expiry and of MaxLifetime.
+	// Default time.Now.
 	Now func() time.Time
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -351,7 +352,7 @@ type relay struct {
 }
 
 func (s *Server) wrapRelay(conn net.PacketConn) net.PacketConn {
-	r := &relay{PacketConn: conn, s: s, deadline: time.Now().Add(s.cfg.MaxLifetime)}
+	r := &relay{PacketConn: conn, s: s, deadline: s.cfg.Now().Add(s.cfg.MaxLifetime)}
 	if bw := s.cfg.Bandwidth; bw > 0 {
 		// A burst of one second, and at least one full datagram.
 		r.in = rate.NewLimiter(rate.Limit(bw), max(bw, 65536))
@@ -384,7 +385,7 @@ func (r *relay) WriteTo(b []byte, addr net.Addr) (int, error) {
 // pass reports whether a datagram of n bytes may go: within the
 // allocation's life and its bandwidth. It counts what goes and what not.
 func (r *relay) pass(l *rate.Limiter, n int) bool {
-	if time.Now().After(r.deadline) || (l != nil && !l.AllowN(time.Now(), n)) {
+	if !r.s.cfg.Now().Before(r.deadline) || (l != nil && !l.AllowN(time.Now(), n)) {
 		r.s.stats.PacketsDropped.Add(1)
 		return false
 	}

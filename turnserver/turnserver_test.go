@@ -386,3 +386,40 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("URLs %v", urls)
 	}
 }
+
+// An allocation relays until MaxLifetime has passed since it was made, and
+// nothing after (counted as dropped).
+func TestMaxLifetime(t *testing.T) {
+	clk := newClock()
+	s := start(t, turnserver.Config{Now: clk.now, MaxLifetime: time.Hour})
+	u, p := creds("heidi", clk.now(), 2*time.Hour)
+	relay, err := allocate(t, client(t, s, u, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := peer(t)
+	clk.advance(time.Hour - time.Second)
+	if err := roundTrip(relay, echo.LocalAddr(), []byte("a second before the end")); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(time.Second)
+	before := s.Stats().PacketsDropped.Load()
+	relay.WriteTo([]byte("at the end"), echo.LocalAddr())
+	sctestWait(t, func() bool { return s.Stats().PacketsDropped.Load() > before })
+	relay.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, _, err := relay.ReadFrom(make([]byte, 100)); err == nil {
+		t.Fatal("relayed past the allocation's lifetime")
+	}
+}
+
+// sctestWait polls cond until it holds, for at most 10 s.
+func sctestWait(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
