@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -499,5 +501,54 @@ func TestOwnershipFlags(t *testing.T) {
 	o, err = parseFlags([]string{"-ownership", "off"}, io.Discard)
 	if err != nil || o.channel.Ownership != server.OwnershipOff {
 		t.Fatalf("the flag over the environment: %v, %v", err, o.channel.Ownership)
+	}
+}
+
+// keygen refuses to replace a key pair unless told to, and says what it
+// wrote and what to run next.
+func TestKeygenKeepsKeys(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := filepath.Join(dir, "k.pem"), filepath.Join(dir, "k.pub.pem")
+	var out strings.Builder
+	if err := run(context.Background(), []string{"keygen", "-private", priv, "-public", pub}, io.Discard, &out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "-auth-public-key-file "+pub) || !strings.Contains(out.String(), "-auth-private-key-file "+priv) {
+		t.Fatalf("keygen said:\n%s", out.String())
+	}
+	first, _ := os.ReadFile(priv)
+	err := run(context.Background(), []string{"keygen", "-private", priv, "-public", pub}, io.Discard, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "-force") {
+		t.Fatalf("second keygen: %v", err)
+	}
+	if again, _ := os.ReadFile(priv); string(again) != string(first) {
+		t.Fatal("the private key changed")
+	}
+	if err := run(context.Background(), []string{"keygen", "-private", priv, "-public", pub, "-force"}, io.Discard, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(priv); string(again) == string(first) {
+		t.Fatal("-force kept the old key")
+	}
+}
+
+// token refuses an endpoint the server does not have, and warns of a token
+// that allows nothing.
+func TestTokenChecksItsGrant(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte(strings.Repeat("k", 40)), 0o600)
+	base := []string{"token", "-auth-secret-file", secret, "-sub", "alice"}
+	for _, bad := range [][]string{{"-allow", "bogus:x"}, {"-allow", "echo:*", "-own", "presence:x"}} {
+		if err := run(context.Background(), append(base, bad...), io.Discard, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "does not have") {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+	var stdout, stderr strings.Builder
+	if err := run(context.Background(), base, &stdout, &stderr, nil); err != nil || stdout.Len() == 0 || !strings.Contains(stderr.String(), "allows no stream") {
+		t.Fatalf("no -allow: %v, %q, %q", err, stdout.String(), stderr.String())
+	}
+	stderr.Reset()
+	if err := run(context.Background(), append(base, "-allow", "*:*"), io.Discard, &stderr, nil); err != nil || stderr.Len() != 0 {
+		t.Fatalf("-allow *:*: %v, %q", err, stderr.String())
 	}
 }

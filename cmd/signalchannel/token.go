@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/signalchannel/signalchannel/auth"
+	"github.com/signalchannel/signalchannel/channel"
 )
 
 // listFlag collects a repeatable flag. It does not split on commas, since a
@@ -49,6 +50,22 @@ func token(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
+	for _, list := range []struct {
+		flag string
+		pats []string
+	}{{"-allow", allow}, {"-own", own}} {
+		for _, p := range list.pats {
+			ep, _, _ := strings.Cut(p, ":")
+			switch ep {
+			case "*", channel.EndpointEcho, channel.EndpointScuttlebutt, channel.EndpointRelay:
+			default:
+				return fmt.Errorf("token: %s %q names the endpoint %q, which the server does not have: use echo, scuttlebutt, relay or *", list.flag, p, ep)
+			}
+		}
+	}
+	if len(allow) == 0 {
+		fmt.Fprintln(stderr, "token: warning: the token allows no stream (no -allow): it opens a session that tells who it is, and nothing else; add e.g. -allow 'echo:room-*'")
+	}
 	g := auth.Grant{Subject: *sub, Allow: allow, Own: own, TTL: *ttl}
 	if *meta != "" {
 		var m map[string]any
@@ -73,8 +90,16 @@ func keygen(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	priv := fs.String("private", "signalchannel-private.pem", "where to write the private key (mode 0600)")
 	pub := fs.String("public", "signalchannel-public.pem", "where to write the public key")
+	force := fs.Bool("force", false, "replace existing key files (every token signed with the old private key stops working)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !*force {
+		for _, f := range []string{*priv, *pub} {
+			if _, err := os.Stat(f); err == nil {
+				return fmt.Errorf("keygen: %s exists: a new key pair would make every token signed with the old one fail; give -force to replace it, or -private and -public to write elsewhere", f)
+			}
+		}
 	}
 	pk, sk, err := auth.GenerateEd25519()
 	if err != nil {
@@ -91,5 +116,14 @@ func keygen(args []string, stderr io.Writer) error {
 	if err := os.WriteFile(*priv, skPEM, 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(*pub, pkPEM, 0o644)
+	if err := os.WriteFile(*pub, pkPEM, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, `keygen: wrote %[1]s (the private key: keep it secret, it signs tokens) and %[2]s (the public key)
+next, run the server with the public key:
+  signalchannel serve -auth-public-key-file %[2]s
+and mint a token with the private key:
+  signalchannel token -auth-private-key-file %[1]s -sub alice -allow 'echo:room-*'
+`, *priv, *pub)
+	return nil
 }
