@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -38,3 +40,22 @@ func addEnvToUsage(fs *flag.FlagSet) {
 }
 
 var osLookupEnv = os.LookupEnv
+
+// parseArgs parses a command's flags. With -h it prints them all to
+// stderr and returns flag.ErrHelp; a bad flag is one line naming it and
+// where the flags are told, not the whole list.
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stderr)
+		fmt.Fprintf(stderr, "Usage of signalchannel %s:\n", fs.Name())
+		fs.PrintDefaults()
+		return err
+	default:
+		return fmt.Errorf("%v (run \"signalchannel %s -h\" for its flags)", err, fs.Name())
+	}
+}

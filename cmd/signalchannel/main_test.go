@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -550,5 +551,50 @@ func TestTokenChecksItsGrant(t *testing.T) {
 	stderr.Reset()
 	if err := run(context.Background(), append(base, "-allow", "*:*"), io.Discard, &stderr, nil); err != nil || stderr.Len() != 0 {
 		t.Fatalf("-allow *:*: %v, %q", err, stderr.String())
+	}
+}
+
+// -h shows the commands and the most-used flags; a wrong flag is one line
+// that names it and where the flags are; version prints the build.
+func TestHelpAndVersion(t *testing.T) {
+	var out, errOut strings.Builder
+	if err := run(context.Background(), []string{"-h"}, &out, &errOut, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"signalchannel token", "signalchannel version", "-addr", "-auth-public-key-file", "serve -h"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-h lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	err := run(context.Background(), []string{"serve", "-nope"}, &out, &errOut, nil)
+	if err == nil || strings.Contains(err.Error(), "\\n") || !strings.Contains(err.Error(), "-nope") || !strings.Contains(err.Error(), "serve -h") {
+		t.Fatalf("wrong flag: %v", err)
+	}
+	if errOut.Len() != 0 {
+		t.Fatalf("a wrong flag printed:\n%s", errOut.String())
+	}
+	errOut.Reset()
+	if err := run(context.Background(), []string{"serve", "-h"}, &out, &errOut, nil); err != nil || !strings.Contains(errOut.String(), "-max-streams") {
+		t.Fatalf("serve -h: %v\n%s", err, errOut.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard, nil); err != nil || !strings.HasPrefix(out.String(), "signalchannel ") || !strings.Contains(out.String(), "go1.") {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+}
+
+// The start log names the version and, with -demo, the demo page's URL;
+// /metrics has the build.
+func TestStartLogAndBuildInfo(t *testing.T) {
+	addr, _, logs := startServer(t, "-demo")
+	_, port, _ := net.SplitHostPort(addr)
+	for _, want := range []string{`"version":"`, `"url":"http://127.0.0.1:` + port + `/demo/?room=lobby"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the start log lacks %s:\n%s", want, logs)
+		}
+	}
+	if m := scrape(t, addr); !strings.Contains(m, "signalchannel_build_info{") {
+		t.Errorf("no build info in /metrics")
 	}
 }

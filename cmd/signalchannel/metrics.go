@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,7 @@ var (
 	mRelayConflicts = desc("relay_conflicts_total", "Relay streams refused with conflict.")
 	mRelayRejected  = desc("relay_rejected_total", "Relay streams refused by a cap.")
 	mRelayBytes     = desc("relay_bytes_total", "Bytes relayed, both directions.")
+	mBuildInfo      = desc("build_info", "The build: version (with the VCS revision and time) and Go version; always 1.", "version", "goversion")
 	mTurnAllocs     = desc("turn_allocations", "Allocations open on the embedded TURN server.")
 	mTurnAllocsAll  = desc("turn_allocations_total", "Allocations made on the embedded TURN server since start.")
 	mTurnBytes      = desc("turn_bytes_relayed_total", "Bytes the embedded TURN server relayed, both ways.")
@@ -69,6 +71,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
+	gauge(mBuildInfo, 1, version(), runtime.Version())
 	if t := m.turn; t != nil {
 		st := t.Stats()
 		gauge(mTurnAllocs, float64(st.Allocations.Load()))

@@ -52,7 +52,6 @@ type options struct {
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{channel: server.DefaultConfig()}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", ":8080", "listen address HOST:PORT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 0, "on SIGINT/SIGTERM, how long open streams may go on (no new sessions or streams) before sessions are closed with 1001")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after the drain, how long closing sessions may take before the process exits")
@@ -137,7 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&i.lifetime, "turn-max-lifetime", turnserver.DefaultMaxLifetime, "the longest an allocation on the embedded TURN server relays")
 
 	addEnvToUsage(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, stderr); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -367,7 +366,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		ReadHeaderTimeout: o.channel.HeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel", "demo", o.demo)
+	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel", "demo", o.demo, "version", version())
+	if o.demo {
+		log.Info("demo page: open it in two or more tabs", "url", demoURL(ln.Addr()))
+	}
 	if v := o.channel.Verifier; v != nil {
 		log.Info("credentials required", "algorithm", v.Algorithm(), "leeway", v.Leeway().String(), "ownership", o.channel.Ownership.String(), "owned", o.channel.Owned)
 	} else {
@@ -408,4 +410,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// demoURL is the address of the demo page a browser on this machine opens.
+func demoURL(addr net.Addr) string {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + demo.Prefix + "?room=lobby"
 }

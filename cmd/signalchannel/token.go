@@ -24,7 +24,6 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // token mints a token for a client (PROTOCOL.md section 7).
 func token(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	sub := fs.String("sub", "", "who the token is for (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token lives")
 	var allow listFlag
@@ -34,7 +33,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 	meta := fs.String("meta", "", `public peer metadata the server hands to others with the id: a JSON object, e.g. '{"name":"Alice"}'`)
 	secretFile := fs.String("auth-secret-file", "", "sign with HS256 and the secret in this file")
 	privateFile := fs.String("auth-private-key-file", "", "sign with EdDSA and this Ed25519 private key (PEM)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, stderr); err != nil {
 		return err
 	}
 	var key any
@@ -87,11 +86,10 @@ func token(args []string, stdout, stderr io.Writer) error {
 // -auth-public-key-file).
 func keygen(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	priv := fs.String("private", "signalchannel-private.pem", "where to write the private key (mode 0600)")
 	pub := fs.String("public", "signalchannel-public.pem", "where to write the public key")
 	force := fs.Bool("force", false, "replace existing key files (every token signed with the old private key stops working)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, stderr); err != nil {
 		return err
 	}
 	if !*force {
