@@ -521,7 +521,9 @@ export class Channel {
   }
 
   /**
-   * close ends the session with code (default 1000); every stream ends.
+   * close ends the session with code (default 1000): reads of its streams end
+   * (recv gives null, loops over them end, readables close), writes and new
+   * streams fail with `closed`.
    * @param {number} [code]
    * @param {string} [reason]
    */

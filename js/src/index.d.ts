@@ -217,7 +217,7 @@ export class Channel {
   open (header: object | string, options?: OpenOptions): Promise<{ stream: Stream, reader: ByteReader, reply: any }>
   /** Round trip time to the server in milliseconds. */
   ping (timeoutMs?: number): Promise<number>
-  /** Ends the session (default code 1000); every stream ends with a `closed` error. */
+  /** Ends the session (default code 1000): reads of its streams end (recv gives null, loops end), writes and new streams fail with `closed`. */
   close (code?: number, reason?: string): Promise<{ code: number, reason: string }>
 }
 

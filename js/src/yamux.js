@@ -237,13 +237,17 @@ export class Session {
 
   /**
    * close sends go-away, then ends the transport with code and reason; every
-   * stream fails with a `closed` error.
+   * stream fails with a `closed` error, but reads, which end as at the
+   * stream's end: a close the application asked for ends its loops over
+   * streams cleanly.
    */
   close (code = 1000, reason = '') {
     if (this.closed) return
     this.goAway(GO_AWAY_NORMAL)
     this.flush()
-    this.shutdown(new SignalChannelError('closed', 'session closed', { closeCode: code, closeReason: reason }))
+    const err = new SignalChannelError('closed', 'session closed', { closeCode: code, closeReason: reason })
+    err.local = true
+    this.shutdown(err)
     try {
       this.conn.close(code, reason)
     } catch {}
@@ -637,7 +641,7 @@ export class Stream {
    */
   read () {
     if (this.chunks.length > 0) return Promise.resolve(this.take())
-    if (this.error) return Promise.reject(this.error)
+    if (this.error) return this.error.local ? Promise.resolve(null) : Promise.reject(this.error)
     if (this.readClosed) return Promise.resolve(null)
     if (this.reader) return Promise.reject(new Error('stream: concurrent read'))
     return new Promise((resolve, reject) => { this.reader = { resolve, reject } })
@@ -799,7 +803,8 @@ export class Stream {
     if (this.reader) {
       const r = this.reader
       this.reader = null
-      r.reject(err)
+      if (err.local) r.resolve(null)
+      else r.reject(err)
     }
     const waiters = this.windowWaiters
     this.windowWaiters = []

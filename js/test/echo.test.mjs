@@ -224,3 +224,27 @@ test('readReply maps a failure reply to its code', async () => {
   assert.equal(reply.error.code, 'bad_namespace')
   assert.equal(await reader.readChunk(), null, 'the server half-closes after a failure reply')
 })
+
+test('a close the application asked for ends a for await over an echo namespace cleanly; a dropped session throws', async () => {
+  const ch = await dial()
+  const room = await ch.echo(unique('close-loop'))
+  await room.send('one')
+  const seen = []
+  const loop = (async () => {
+    for await (const f of room) seen.push(dec.decode(f))
+    return 'ended'
+  })()
+  await waitFor(() => seen.length === 1)
+  ch.close()
+  assert.equal(await within(loop, 5000, 'the loop'), 'ended')
+  assert.deepEqual(seen, ['one'])
+  await expectCode(room.send('after close'), 'closed')
+
+  // The server ending the session is no close the application asked for.
+  const other = await connect(srv.url)
+  const room2 = await other.echo(unique('close-loop'))
+  const loop2 = (async () => { for await (const f of room2) void f })()
+  other.session.transportClosed(4401, 'token expired')
+  await expectCode(within(loop2, 5000, 'the loop'), 'closed')
+  other.close()
+})

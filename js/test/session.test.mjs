@@ -115,13 +115,14 @@ test('pings from the server are answered and keep the session alive', () => with
   assert.ok(await ch.ping() >= 0)
 }))
 
-test('close: streams end with `closed`; server shutdown is seen as 1001', () => withServer([], async (srv, dial) => {
+test('close: reads end, writes and new streams fail with `closed`; server shutdown is seen as 1001', () => withServer([], async (srv, dial) => {
   const ch = await dial()
   const e = await ch.echo(unique('c'))
-  const pending = caught(e.recv())
+  const pending = e.recv()
   const closed = await ch.close()
   assert.equal(closed.code, 1000)
-  assert.equal((await pending).code, 'closed')
+  assert.equal(await pending, null, 'a read ends at a close the application asked for')
+  await expectCode(e.send('x'), 'closed')
   await expectCode(ch.echo('x'), 'closed')
 
   const ch2 = await dial()
