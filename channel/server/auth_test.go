@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -127,4 +128,29 @@ func TestTokenExpiresWhileOpen(t *testing.T) {
 
 func bearer(tok string) http.Header {
 	return http.Header{"Authorization": {"Bearer " + tok}}
+}
+
+// Dial to a server that refuses the session returns the refusal: a
+// *channel.CloseError with 4401 and the server's reason, not a later
+// "session shutdown".
+func TestDialRefusedCarries4401(t *testing.T) {
+	ts := sctest.NewAuthServer(t)
+	other := []byte("another-secret-another-secret-another-secret")
+	for _, c := range []struct{ token, reason string }{
+		{"", "missing credentials"},
+		{sctest.Mint(t, other, time.Hour, "echo:*"), "invalid token: signature"},
+		{sctest.Mint(t, sctest.TestSecret, -time.Minute, "echo:*"), "token expired"},
+	} {
+		s, err := client.Dial(ctxT(t), ts.URL, client.DialOptions{Token: c.token})
+		var ce *channel.CloseError
+		if !errors.As(err, &ce) || ce.Code != channel.CloseUnauthorized || !strings.HasPrefix(ce.Reason, c.reason) {
+			if s != nil {
+				s.Close()
+			}
+			t.Fatalf("token %.12q: %v, want 4401 %q", c.token, err, c.reason)
+		}
+		if !strings.Contains(err.Error(), "4401") || !strings.Contains(err.Error(), c.reason) {
+			t.Fatalf("the error says %q", err)
+		}
+	}
 }
