@@ -171,6 +171,13 @@ func (r *Relay) ServeStream(ctx context.Context, s *server.Stream, req *server.R
 	key := relay.Key{Namespace: h.Namespace, Local: h.Local, Remote: h.Remote}
 	link, err := r.pairer.Pair(ctx, key, s)
 	if err != nil {
+		if abandoned(ctx, s) {
+			// The client reset the stream or left before a partner came:
+			// no one to answer, and nothing went wrong here.
+			r.log.Debug("relay stream abandoned before pairing", "session", req.SessionID, "stream", s.ID(), "err", err)
+			s.Reset()
+			return
+		}
 		if perr := r.replyFor(err); perr != nil {
 			r.log.Debug("relay refused", "session", req.SessionID, "stream", s.ID(), "code", perr.Code, "err", err)
 			s.Reject(perr)
@@ -198,6 +205,17 @@ func (r *Relay) ServeStream(ctx context.Context, s *server.Stream, req *server.R
 	// shutdown ends links by closing their sessions.
 	err = link.Run(context.WithoutCancel(ctx), s)
 	r.log.Debug("relay pair ended", "session", req.SessionID, "stream", s.ID(), "err", err)
+}
+
+// abandoned reports whether the client gave the stream up: reset it, or
+// ended its session.
+func abandoned(ctx context.Context, s *server.Stream) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return ctx.Err() != nil
+	}
 }
 
 // replyFor returns the failure reply for a Pair error, or nil when the

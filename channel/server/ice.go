@@ -27,7 +27,7 @@ func (h *Handler) serveICE(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Add("Vary", "Origin")
 	if !h.cfg.checkOrigin(r) {
-		h.nOriginRefused.Add(1)
+		h.originRefused(r)
 		iceError(w, http.StatusForbidden, channel.CodeForbidden, "this origin may not use this server (see -allowed-origins)")
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel"
@@ -85,6 +86,7 @@ type Handler struct {
 	nSessions      atomic.Int64
 	nSessionsTotal atomic.Int64
 	nOriginRefused atomic.Int64
+	originLog      rate.Sometimes // origin refusals are logged at most every 10 s
 	nStreams       atomic.Int64
 	byEndpoint     map[string]*atomic.Int64 // fixed once serving starts
 	rejected       map[channel.Code]*atomic.Int64
@@ -115,6 +117,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		perIP:      make(map[string]int),
 		byEndpoint: map[string]*atomic.Int64{},
 		rejected:   map[channel.Code]*atomic.Int64{},
+		originLog:  rate.Sometimes{First: 1, Interval: 10 * time.Second},
 		closes:     map[int]int64{},
 	}
 	h.enforce = cfg.Ownership.enforces(cfg.Verifier != nil)
@@ -142,7 +145,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 			if cfg.checkOrigin(r) {
 				return true
 			}
-			h.nOriginRefused.Add(1)
+			h.originRefused(r)
 			return false
 		},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
@@ -150,6 +153,16 @@ func NewHandler(cfg Config) (*Handler, error) {
 		},
 	}
 	return h, nil
+}
+
+// originRefused counts a request refused for its Origin, and logs it at
+// info, the first and then at most one every 10 s, so that a
+// misconfigured -allowed-origins shows in the logs without flooding them.
+func (h *Handler) originRefused(r *http.Request) {
+	n := h.nOriginRefused.Add(1)
+	h.originLog.Do(func() {
+		h.log.Info("browser origin refused (see -allowed-origins)", "origin", channel.Clip(r.Header.Get("Origin")), "remote", r.RemoteAddr, "path", r.URL.Path, "refused_total", n)
+	})
 }
 
 // Handle registers ep for the endpoint name. Call it before serving.

@@ -45,13 +45,14 @@ type session struct {
 	who          atomic.Pointer[channel.PeerInfo] // who the session is; replaced by a refresh
 	refreshMu    sync.Mutex                       // serialises refreshes
 	expiry       *time.Timer                      // closes the session when the token expires
+	opened       time.Time
 }
 
 func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
 	id := uuid.NewString()
 	log := h.log.With("session", id)
 	conn := wsconn.New(ws, h.cfg.WriteTimeout, false)
-	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn, local: ws.LocalAddr(), peer: ws.RemoteAddr()}
+	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn, local: ws.LocalAddr(), peer: ws.RemoteAddr(), opened: time.Now()}
 	s.pings.limit = h.cfg.MaxPingsPerSecond
 	s.opens.limit = h.cfg.MaxStreamOpensPerSecond
 	ws.SetPingHandler(s.wsPing)
@@ -137,7 +138,18 @@ func (s *session) serve() {
 		s.h.nSessions.Add(-1)
 		code, reason := s.conn.CloseStatus()
 		s.h.countClose(code)
-		s.log.Info("session closed", "code", code, "reason", reason)
+		// Who ended it: the server (its code and reason), the client (the
+		// code and reason of its close message), or neither (the
+		// connection dropped).
+		by := "server"
+		switch peer := s.conn.PeerCloseError(); {
+		case code != 0:
+		case peer != nil && peer.Code != websocket.CloseAbnormalClosure: // 1006: no close message came
+			by, code, reason = "client", peer.Code, peer.Text
+		default:
+			by = "connection lost"
+		}
+		s.log.Info("session closed", "by", by, "code", code, "reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond))
 	}()
 	s.mux.Run()
 }
@@ -250,11 +262,28 @@ func (s *session) serveStream(st *Stream) {
 	st.peer = peer
 	n := s.h.byEndpoint[hdr.Endpoint]
 	n.Add(1)
+	opened := time.Now()
+	debug := s.log.Enabled(s.ctx, slog.LevelDebug)
+	if debug {
+		s.log.Debug("stream open", "stream", st.ID(), "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "peer", channel.Clip(peer.ID))
+	}
+	ended := func() {
+		if debug {
+			s.log.Debug("stream closed", "stream", st.ID(), "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "peer", channel.Clip(peer.ID),
+				"duration", time.Since(opened).Round(time.Millisecond), "bytes_in", st.in.Load(), "bytes_out", st.out.Load())
+		}
+	}
 	st.detached = func() {
 		st.Close()
 		n.Add(-1)
+		ended()
 		s.streamEnded()
 	}
+	defer func() {
+		if !inline {
+			ended()
+		}
+	}()
 	s.h.endpoints[hdr.Endpoint].ServeStream(s.ctx, st, req)
 	if st.inline.Load() {
 		inline = true // the stream lives on, read by the session

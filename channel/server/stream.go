@@ -31,6 +31,8 @@ type Stream struct {
 	detached func()
 	inline   atomic.Bool
 	peer     *channel.PeerInfo // the session's, when the header was read; shared, read-only
+
+	in, out atomic.Int64 // bytes read and written after the header, for the debug log
 }
 
 // PeerIdentity returns the peer id of the stream's session and the public
@@ -64,12 +66,16 @@ func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(),
 	if !s.replied.Load() || s.rejected.Load() {
 		return nil, errors.New("channel: ReadInline before Accept")
 	}
+	count := func(p []byte) {
+		s.in.Add(int64(len(p)))
+		f(p)
+	}
 	if len(s.pre) > 0 {
 		pre := s.pre
 		s.pre = nil
-		f(pre)
+		count(pre)
 	}
-	s.sc.ReadInline(f, end)
+	s.sc.ReadInline(count, end)
 	s.inline.Store(true)
 	var once sync.Once
 	return func() {
@@ -99,14 +105,21 @@ func (s *Stream) Read(p []byte) (int, error) {
 		if len(s.pre) == 0 {
 			s.pre = nil
 		}
+		s.in.Add(int64(n))
 		return n, nil
 	}
-	return s.sc.Read(p)
+	n, err := s.sc.Read(p)
+	s.in.Add(int64(n))
+	return n, err
 }
 
 // Write writes p whole unless an error occurs; it blocks while the peer's
 // window is full.
-func (s *Stream) Write(p []byte) (int, error) { return s.sc.Write(p) }
+func (s *Stream) Write(p []byte) (int, error) {
+	n, err := s.sc.Write(p)
+	s.out.Add(int64(n))
+	return n, err
+}
 
 // CloseWrite half-closes the stream: the peer reads EOF after what was
 // written; reading goes on.
