@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +42,8 @@ type options struct {
 	ownership       string
 	owned           string
 	pprofListen     string
+	tlsCert         string
+	tlsKey          string
 	ice             iceOptions
 
 	channel server.Config
@@ -63,6 +66,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.leeway, "auth-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp, nbf and iat")
 	fs.StringVar(&o.ownership, "ownership", "auto", "whether a session acts only as itself: a relay stream's local token must be its peer id or begin with it and '/', and in -owned namespaces and those of a token's own claim it writes only its own keys: auto (on with credentials), on or off")
 	fs.StringVar(&o.owned, "owned", "", "comma-separated endpoint:namespace patterns where ownership applies to every session, e.g. scuttlebutt:presence,scuttlebutt:room-*")
+	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "serve HTTPS and wss:// with this certificate (PEM, with its chain); read again on SIGHUP and when it changes")
+	fs.StringVar(&o.tlsKey, "tls-key-file", "", "the private key of -tls-cert-file (PEM)")
 	fs.BoolVar(&o.demo, "demo", false, "serve the WebRTC demo page and the JavaScript client under /demo/")
 	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof under /debug/pprof/ on this separate address HOST:PORT, never on -addr (empty: off)")
 
@@ -311,6 +316,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		cfg.Cluster = cl.node
 		log.Info("cluster joined", "nats", cl.url, "node", cl.node.Name())
 	}
+	var certs *certReloader
+	if o.tlsCert != "" || o.tlsKey != "" {
+		if o.tlsCert == "" || o.tlsKey == "" {
+			return errors.New("TLS needs both -tls-cert-file and -tls-key-file")
+		}
+		if certs, err = newCertReloader(o.tlsCert, o.tlsKey, log); err != nil {
+			return err
+		}
+		wctx, stopWatch := context.WithCancel(ctx)
+		wait := certs.watch(wctx)
+		defer wait()
+		defer stopWatch()
+	}
 	ts, err := startICE(&o.ice, &cfg.Channel, log)
 	if err != nil {
 		return err
@@ -322,6 +340,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	if err != nil {
 		return err
 	}
+	// Until the server runs, an error stops what New started; once it
+	// runs, the shutdown below does.
+	running := false
+	defer func() {
+		if !running {
+			sc.Shutdown(context.Background())
+		}
+	}()
 	h := sc.Handler()
 
 	var shuttingDown atomic.Bool
@@ -366,9 +392,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		ReadHeaderTimeout: o.channel.HeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "channel", "/v1/channel", "demo", o.demo, "version", version())
+	scheme := "ws"
+	if certs != nil {
+		srv.TLSConfig = &tls.Config{GetCertificate: certs.getCertificate, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "wss"
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "channel", scheme+"://"+ln.Addr().String()+"/v1/channel", "tls", certs != nil, "demo", o.demo, "version", version())
 	if o.demo {
-		log.Info("demo page: open it in two or more tabs", "url", demoURL(ln.Addr()))
+		log.Info("demo page: open it in two or more tabs", "url", demoURL(ln.Addr(), certs != nil))
 	}
 	if v := o.channel.Verifier; v != nil {
 		log.Info("credentials required", "algorithm", v.Algorithm(), "leeway", v.Leeway().String(), "ownership", o.channel.Ownership.String(), "owned", o.channel.Owned)
@@ -379,10 +411,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		ready(ln.Addr().String())
 	}
 
+	running = true
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		sc.Shutdown(context.Background())
 		return err
 	case <-ctx.Done():
 	}
@@ -413,10 +447,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 }
 
 // demoURL is the address of the demo page a browser on this machine opens.
-func demoURL(addr net.Addr) string {
+func demoURL(addr net.Addr, tls bool) string {
 	host, port, _ := net.SplitHostPort(addr.String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + demo.Prefix + "?room=lobby"
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, port) + demo.Prefix + "?room=lobby"
 }
