@@ -150,6 +150,15 @@ func wins(u, v Update) bool {
 // Next returns the next change. It blocks until there is one or ctx ends,
 // and returns ErrClosed once the Model is closed and ErrWatcherClosed
 // after Close.
+// Pending returns, and takes, the events the watcher holds without waiting:
+// after WatchKeys, a KeyAdded for every live key. Like Next, it is for the
+// one goroutine that reads the watcher.
+func (w *KeyWatcher) Pending() []KeyEvent {
+	evs := w.pending
+	w.pending = nil
+	return evs
+}
+
 func (w *KeyWatcher) Next(ctx context.Context) (KeyEvent, error) {
 	for {
 		if len(w.pending) > 0 {

@@ -145,6 +145,11 @@ func Join(ctx context.Context, sess *client.Session, name string, opts RoomOptio
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.watcher = model.WatchKeys(r.m, 0)
+	// The members already here are known when Join returns (OnJoin is
+	// told of each, as of those who come later).
+	for _, ev := range r.watcher.Pending() {
+		r.event(ev)
+	}
 	r.freed = make(chan struct{})
 	r.wg.Add(2)
 	go r.watch()

@@ -95,6 +95,26 @@ func TestRoomMembers(t *testing.T) {
 	if got := c.Members(); len(got) != 2 {
 		t.Fatalf("c sees %v", got)
 	}
+	// A member that joins now knows those here when Join returns: a, b
+	// and c, once the server has c's record (a sees it).
+	sctest.WaitFor(t, 10*time.Second, func() error { return am.has("join " + c.ID() + " ") })
+	d, _ := join(t, ts.URL, "lobby", nil, peer.RoomOptions{})
+	if got := d.Members(); len(got) != 3 {
+		t.Fatalf("d sees %v as Join returns", got)
+	}
+	d.Leave()
+	// Those who saw d come see it go (a member that comes and goes at
+	// once may be seen by no one: gossip sends the latest of a key).
+	sctest.WaitFor(t, 10*time.Second, func() error {
+		for _, r := range []*peer.Room{a, c} {
+			for _, m := range r.Members() {
+				if m.ID == d.ID() {
+					return fmt.Errorf("%s still sees d", r.ID())
+				}
+			}
+		}
+		return nil
+	})
 	if err := a.SetMeta(map[string]string{"name": "A2"}); err != nil {
 		t.Fatal(err)
 	}
