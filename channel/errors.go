@@ -104,7 +104,10 @@ const (
 	CloseUnsupported   = websocket.CloseUnsupportedData // 1003
 	CloseProtocolError = mux.CloseProtocolError         // 4400
 	CloseUnauthorized  = 4401
-	CloseLimit         = 4429
+	// CloseForbidden: the server's application refused the session (a
+	// Hooks.Session of an embedding program).
+	CloseForbidden = 4403
+	CloseLimit     = 4429
 
 	// CloseTryAgainLater is RFC 6455's 1013: a server overloaded for now.
 	CloseTryAgainLater = websocket.CloseTryAgainLater

@@ -65,6 +65,9 @@ type Config struct {
 	// allow list does not cover gets `forbidden`, and a session is closed
 	// with 4401 when its token expires. Default nil: the server is open.
 	Verifier *auth.Verifier
+	// Hooks decide on sessions and streams and hear what happens, for a
+	// program that embeds the server. Default none.
+	Hooks Hooks
 	// ICE, if set, issues the ICE servers the session endpoint's reply and
 	// ICEHandler hand out (PROTOCOL.md section 11), with TURN credentials
 	// for the peer's id. Default nil: none.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
@@ -260,6 +261,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.log.Info("credentials refused", "remote", r.RemoteAddr, "err", err)
 		}
 	}
+	id := uuid.NewString()
+	if refused == "" && h.cfg.Hooks.Session != nil {
+		info := SessionInfo{PeerID: id, Remote: r.RemoteAddr, Claims: claims}
+		if claims != nil {
+			info.PeerID, info.Meta = claims.Subject, claims.Meta
+		}
+		if rf := h.cfg.Hooks.Session(r.Context(), info); rf != nil {
+			refuseCode, refused = rf.Code, rf.Reason
+			if refuseCode < 4000 || refuseCode > 4999 {
+				refuseCode = channel.CloseForbidden
+			}
+			if refused == "" {
+				refused = "refused by the server's application"
+			}
+			h.log.Info("session refused by a hook", "remote", r.RemoteAddr, "code", refuseCode, "reason", refused)
+		}
+	}
 	ip := clientIP(r)
 	admitted := false
 	if refused == "" {
@@ -286,7 +304,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.cfg.MaxMessageBytes)
-	sess := h.newSession(ws, r, claims)
+	sess := h.newSession(id, ws, r, claims)
 	if sess == nil {
 		return
 	}

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
 	"github.com/signalchannel/signalchannel/auth"
@@ -48,8 +47,7 @@ type session struct {
 	opened       time.Time
 }
 
-func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
-	id := uuid.NewString()
+func (h *Handler) newSession(id string, ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
 	log := h.log.With("session", id)
 	conn := wsconn.New(ws, h.cfg.WriteTimeout, false)
 	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn, local: ws.LocalAddr(), peer: ws.RemoteAddr(), opened: time.Now()}
@@ -92,6 +90,7 @@ func (h *Handler) newSession(ws *websocket.Conn, r *http.Request, claims *auth.C
 	h.nSessions.Add(1)
 	h.nSessionsTotal.Add(1)
 	log.Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
+	h.event(Event{Type: EventSessionOpened, SessionID: id, PeerID: s.who.Load().ID})
 	return s
 }
 
@@ -150,6 +149,7 @@ func (s *session) serve() {
 			by = "connection lost"
 		}
 		s.log.Info("session closed", "by", by, "code", code, "reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond))
+		s.h.event(Event{Type: EventSessionClosed, SessionID: s.id, PeerID: s.who.Load().ID, Code: code, Reason: reason, By: by})
 	}()
 	s.mux.Run()
 }
@@ -259,6 +259,13 @@ func (s *session) serveStream(st *Stream) {
 			return
 		}
 	}
+	if hook := s.h.cfg.Hooks.Stream; hook != nil {
+		if herr := hook(s.ctx, StreamInfo{SessionID: s.id, PeerID: peer.ID, Meta: peer.Meta, Endpoint: hdr.Endpoint, Namespace: hdr.Namespace, Header: &hdr}); herr != nil {
+			s.log.Info("stream refused by a hook", "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "code", herr.Code, "message", herr.Message)
+			s.finish(st, herr)
+			return
+		}
+	}
 	st.peer = peer
 	n := s.h.byEndpoint[hdr.Endpoint]
 	n.Add(1)
@@ -267,7 +274,16 @@ func (s *session) serveStream(st *Stream) {
 	if debug {
 		s.log.Debug("stream open", "stream", st.ID(), "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "peer", channel.Clip(peer.ID))
 	}
+	opens, closes := streamEvents(hdr.Endpoint)
+	if s.h.cfg.Hooks.Event != nil {
+		st.onAccept = func() {
+			s.h.event(Event{Type: opens, SessionID: s.id, PeerID: peer.ID, Endpoint: hdr.Endpoint, Namespace: hdr.Namespace})
+		}
+	}
 	ended := func() {
+		if s.h.cfg.Hooks.Event != nil && st.replied.Load() && !st.rejected.Load() {
+			s.h.event(Event{Type: closes, SessionID: s.id, PeerID: peer.ID, Endpoint: hdr.Endpoint, Namespace: hdr.Namespace})
+		}
 		if debug {
 			s.log.Debug("stream closed", "stream", st.ID(), "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "peer", channel.Clip(peer.ID),
 				"duration", time.Since(opened).Round(time.Millisecond), "bytes_in", st.in.Load(), "bytes_out", st.out.Load())

@@ -32,7 +32,8 @@ type Stream struct {
 	inline   atomic.Bool
 	peer     *channel.PeerInfo // the session's, when the header was read; shared, read-only
 
-	in, out atomic.Int64 // bytes read and written after the header, for the debug log
+	in, out  atomic.Int64 // bytes read and written after the header, for the debug log
+	onAccept func()       // told once the endpoint accepted the stream
 }
 
 // PeerIdentity returns the peer id of the stream's session and the public
@@ -188,6 +189,9 @@ func (s *Stream) Accept(fields any) error {
 		return errors.New("channel: stream already answered")
 	}
 	_, err = s.Write(b)
+	if err == nil && s.onAccept != nil {
+		s.onAccept()
+	}
 	return err
 }
 
