@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/pion/turn/v5"
 
+	"github.com/signalchannel/signalchannel/channel/client"
 	"github.com/signalchannel/signalchannel/ice"
+	"github.com/signalchannel/signalchannel/webhook"
 )
 
 // serve -turn-listen-udp runs the embedded TURN server and hands out its
@@ -97,6 +100,58 @@ func TestTURNFlags(t *testing.T) {
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want an error naming %s", c.args, err, c.want)
+		}
+	}
+}
+
+// serve -webhook-url posts a session's events, signed, to the receiver.
+func TestServeWebhook(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "webhook-secret")
+	secret := []byte(strings.Repeat("w", 40))
+	os.WriteFile(secretFile, secret, 0o600)
+	got := make(chan string, 16)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify(secret, r.Header.Get(webhook.HeaderTimestamp), r.Header.Get(webhook.HeaderSignature), body, time.Now(), time.Minute); err != nil {
+			got <- "bad: " + err.Error()
+			return
+		}
+		var b struct{ Events []struct{ Type string } }
+		json.Unmarshal(body, &b)
+		for _, e := range b.Events {
+			got <- e.Type
+		}
+	}))
+	defer rcv.Close()
+	addr, stop, logs := startServer(t, "-webhook-url", rcv.URL, "-webhook-secret-file", secretFile, "-webhook-events", "session.opened,session.closed")
+	s, err := client.Dial(context.Background(), "ws://"+addr+"/v1/channel", client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for _, want := range []string{"session.opened", "session.closed"} {
+		select {
+		case e := <-got:
+			if e != want {
+				t.Fatalf("got %q, want %q", e, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s posted\n%s", want, logs)
+		}
+	}
+	// Counted once the post has returned, a moment after the receiver
+	// has the events.
+	deadline := time.Now().Add(10 * time.Second)
+	for m := scrape(t, addr); !strings.Contains(m, "signalchannel_webhook_events_sent_total 2"); m = scrape(t, addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics:\n%s", grep(m, "webhook"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	for _, args := range [][]string{{"-webhook-url", rcv.URL}, {"-webhook-url", rcv.URL, "-webhook-secret-file", secretFile, "-webhook-events", "session.bogus"}} {
+		if err := run(context.Background(), append([]string{"serve", "-addr", "127.0.0.1:0"}, args...), io.Discard, io.Discard, nil); err == nil {
+			t.Errorf("%v: started", args)
 		}
 	}
 }

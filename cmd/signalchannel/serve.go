@@ -24,6 +24,7 @@ import (
 	"github.com/signalchannel/signalchannel/ice"
 	"github.com/signalchannel/signalchannel/internal/demo"
 	"github.com/signalchannel/signalchannel/turnserver"
+	"github.com/signalchannel/signalchannel/webhook"
 )
 
 // options are the server's settings, one flag each.
@@ -44,6 +45,10 @@ type options struct {
 	pprofListen     string
 	tlsCert         string
 	tlsKey          string
+	webhookURL      string
+	webhookSecret   string
+	webhookEvents   string
+	webhookQueue    int
 	ice             iceOptions
 
 	channel server.Config
@@ -68,6 +73,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.owned, "owned", "", "comma-separated endpoint:namespace patterns where ownership applies to every session, e.g. scuttlebutt:presence,scuttlebutt:room-*")
 	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "serve HTTPS and wss:// with this certificate (PEM, with its chain); read again on SIGHUP and when it changes")
 	fs.StringVar(&o.tlsKey, "tls-key-file", "", "the private key of -tls-cert-file (PEM)")
+	fs.StringVar(&o.webhookURL, "webhook-url", "", "post the server's events to this URL, signed (see PROTOCOL.md section 12; empty: off)")
+	fs.StringVar(&o.webhookSecret, "webhook-secret-file", "", "the secret the webhook posts are signed with (at least 32 bytes), in this file")
+	fs.StringVar(&o.webhookEvents, "webhook-events", "", "comma-separated event types to post, e.g. session.opened,session.closed (empty: all)")
+	fs.IntVar(&o.webhookQueue, "webhook-queue", webhook.DefaultQueue, "events waiting for the webhook at most; past it they are dropped and counted")
 	fs.BoolVar(&o.demo, "demo", false, "serve the WebRTC demo page and the JavaScript client under /demo/")
 	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof under /debug/pprof/ on this separate address HOST:PORT, never on -addr (empty: off)")
 
@@ -329,6 +338,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 		defer wait()
 		defer stopWatch()
 	}
+	wh, err := startWebhook(o, log)
+	if err != nil {
+		return err
+	}
+	if wh != nil {
+		cfg.Channel.Hooks.Event = wh.Send
+		// After the server's shutdown, so that the sessions' ends are sent.
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+			defer cancel()
+			wh.Close(ctx)
+		}()
+	}
 	ts, err := startICE(&o.ice, &cfg.Channel, log)
 	if err != nil {
 		return err
@@ -354,7 +376,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	mux := http.NewServeMux()
 	mux.Handle("/v1/channel", sc)
 	mux.Handle("/v1/ice-servers", h.ICEHandler())
-	reg := newRegistry(&metrics{h: h, echo: sc.Echo(), relay: sc.Relay(), sb: sc.Scuttlebutt(), turn: ts})
+	reg := newRegistry(&metrics{h: h, echo: sc.Echo(), relay: sc.Relay(), sb: sc.Scuttlebutt(), turn: ts, webhook: wh})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -457,4 +479,39 @@ func demoURL(addr net.Addr, tls bool) string {
 		scheme = "https://"
 	}
 	return scheme + net.JoinHostPort(host, port) + demo.Prefix + "?room=lobby"
+}
+
+// startWebhook starts the webhook sender when -webhook-url is set.
+func startWebhook(o *options, log *slog.Logger) (*webhook.Sender, error) {
+	if o.webhookURL == "" {
+		if o.webhookSecret != "" || o.webhookEvents != "" {
+			return nil, errors.New("-webhook-secret-file and -webhook-events need -webhook-url")
+		}
+		return nil, nil
+	}
+	if o.webhookSecret == "" {
+		return nil, errors.New("-webhook-url needs -webhook-secret-file: receivers check each post's signature")
+	}
+	secret, err := auth.LoadSecretFile(o.webhookSecret)
+	if err != nil {
+		return nil, fmt.Errorf("-webhook-secret-file: %w", err)
+	}
+	var types []server.EventType
+	known := map[server.EventType]bool{server.EventSessionOpened: true, server.EventSessionClosed: true, server.EventNamespaceJoined: true,
+		server.EventNamespaceLeft: true, server.EventRelayOpened: true, server.EventRelayClosed: true}
+	for _, t := range strings.Split(o.webhookEvents, ",") {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		if !known[server.EventType(t)] {
+			return nil, fmt.Errorf("-webhook-events: unknown event %q (session.opened, session.closed, namespace.joined, namespace.left, relay.opened, relay.closed)", t)
+		}
+		types = append(types, server.EventType(t))
+	}
+	wh, err := webhook.New(webhook.Config{URL: o.webhookURL, Secret: secret, Types: types, Queue: o.webhookQueue, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("webhook on", "url", o.webhookURL, "events", o.webhookEvents)
+	return wh, nil
 }
