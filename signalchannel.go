@@ -55,6 +55,13 @@ type Cluster interface {
 	Join(echo *endpoints.EchoConfig, sb *endpoints.ScuttlebuttConfig, relay *endpoints.RelayConfig) (leave func() error, err error)
 }
 
+// Disconnector is a Cluster that closes a peer's sessions on every server
+// (the HTTP API's disconnect): local closes them here for requests of
+// other servers; send asks the others. *cluster.Node implements it.
+type Disconnector interface {
+	Disconnects(local func(peer string, code int, reason string)) (send func(peer string, code int, reason string), stop func(), err error)
+}
+
 // Server is a signalchannel server: an http.Handler for the channel path
 // (/v1/channel by convention) and what serves its streams. Its methods may
 // be called from any goroutine.
@@ -64,6 +71,9 @@ type Server struct {
 	relay   *endpoints.Relay
 	sb      *endpoints.Scuttlebutt
 	leave   func() error // closes the cluster's seams; nil without a cluster
+	// disconnect, with a cluster that can, asks the other servers to close
+	// a peer's sessions (the API's disconnect).
+	disconnect func(peer string, code int, reason string)
 
 	stopOnce sync.Once
 	stopErr  error
@@ -102,6 +112,18 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 		s.leave = leave
+		if d, ok := cfg.Cluster.(Disconnector); ok {
+			send, stop, err := d.Disconnects(func(peer string, code int, reason string) { h.Disconnect(peer, code, reason) })
+			if err != nil {
+				leave()
+				return nil, err
+			}
+			s.disconnect = send
+			s.leave = func() error {
+				stop()
+				return leave()
+			}
+		}
 	}
 	s.echo = endpoints.NewEcho(cfg.Echo)
 	h.Handle(channel.EndpointEcho, s.echo)

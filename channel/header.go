@@ -225,6 +225,15 @@ func EncodeError(e *Error) []byte {
 	return append(b, '\n')
 }
 
+// ValidNamespace checks ns against the namespace rules of a header
+// (PROTOCOL.md section 2): a bad_namespace *Error when it breaks one.
+func ValidNamespace(ns string) error {
+	if msg := checkName("namespace", ns, MaxNamespaceBytes); msg != "" {
+		return Errorf(CodeBadNamespace, "%s", msg)
+	}
+	return nil
+}
+
 // Reply is the server's answer to a header, as the client sees it. Fields
 // not named here stay in Raw.
 type Reply struct {

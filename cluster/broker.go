@@ -139,6 +139,9 @@ func (b *Broker) Publish(namespace string, frame []byte) error {
 // Stats returns the namespaces and members on this node.
 func (b *Broker) Stats() endpoints.BrokerStats { return b.local.Stats() }
 
+// Namespaces returns the members of each namespace on this node.
+func (b *Broker) Namespaces() map[string]int { return b.local.Namespaces() }
+
 // Close unsubscribes the node from every namespace; members stay
 // subscribed locally until they leave, and later Subscribe calls fail with
 // ErrClosed. Close may be called twice.

@@ -7,7 +7,10 @@ import (
 	"github.com/signalchannel/signalchannel/endpoints"
 )
 
-var _ signalchannel.Cluster = (*Node)(nil)
+var (
+	_ signalchannel.Cluster      = (*Node)(nil)
+	_ signalchannel.Disconnector = (*Node)(nil)
+)
 
 // Join builds the three seams on n and sets them in the endpoints'
 // configurations: a Broker for echo (with echo's namespace and member

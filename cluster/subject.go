@@ -85,3 +85,5 @@ func validPrefix(p string) error {
 	}
 	return nil
 }
+
+func (s subjects) disconnect() string { return s.p + ".ctl.disconnect" }

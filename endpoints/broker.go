@@ -114,6 +114,19 @@ type BrokerStats struct {
 }
 
 // Stats returns the current counts.
+// Namespaces returns the members of each namespace on this server.
+func (b *MemoryBroker) Namespaces() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]int, len(b.hubs))
+	for name, h := range b.hubs {
+		h.mu.Lock()
+		out[name] = len(h.members)
+		h.mu.Unlock()
+	}
+	return out
+}
+
 func (b *MemoryBroker) Stats() BrokerStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -116,6 +116,27 @@ func NewEcho(cfg EchoConfig) *Echo {
 	return e
 }
 
+// Publish sends payload to every member of namespace, on every server of
+// a cluster, as if a member had written it: the server's own frame (an
+// announcement of the app's back end).
+func (e *Echo) Publish(namespace string, payload []byte) error {
+	if len(payload) > e.cfg.MaxFrame {
+		return channel.Errorf(channel.CodeLimit, "a frame of %d bytes, at most %d (-echo-max-frame)", len(payload), e.cfg.MaxFrame)
+	}
+	e.count.framesIn.Add(1)
+	e.count.bytesIn.Add(int64(len(payload)))
+	return e.broker.Publish(namespace, payload)
+}
+
+// Namespaces returns the members of each echo namespace on this server;
+// nil with a broker that does not say.
+func (e *Echo) Namespaces() map[string]int {
+	if n, ok := e.broker.(interface{ Namespaces() map[string]int }); ok {
+		return n.Namespaces()
+	}
+	return nil
+}
+
 // Stats returns the namespaces and members on this server. With a custom
 // broker it returns zeros unless the broker has a Stats method.
 func (e *Echo) Stats() BrokerStats {

@@ -308,6 +308,21 @@ func (sb *Scuttlebutt) Stats() ScuttlebuttStats {
 	return st
 }
 
+// Namespaces returns the members (streams replicating) of each
+// scuttlebutt namespace with a replica on this server, idle ones with 0.
+func (sb *Scuttlebutt) Namespaces() map[string]int {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	out := make(map[string]int, len(sb.busy)+sb.idle.Len())
+	for name, n := range sb.busy {
+		out[name] = n.members
+	}
+	for _, name := range sb.idle.Keys() {
+		out[name] = 0
+	}
+	return out
+}
+
 // Snapshot returns the live keys and values of namespace's replica, and
 // false when the namespace has no replica.
 func (sb *Scuttlebutt) Snapshot(namespace string) (map[string]json.RawMessage, bool) {

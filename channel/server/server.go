@@ -172,6 +172,24 @@ func (h *Handler) Handle(name string, ep Endpoint) {
 	h.byEndpoint[name] = new(atomic.Int64)
 }
 
+// Disconnect closes every session of peerID on this server with code and
+// reason, and returns how many it closed.
+func (h *Handler) Disconnect(peerID string, code int, reason string) int {
+	h.mu.Lock()
+	var them []*session
+	for s := range h.sessions {
+		if s.who.Load().ID == peerID {
+			them = append(them, s)
+		}
+	}
+	h.mu.Unlock()
+	for _, s := range them {
+		s.log.Info("closing session: disconnected by the API", "code", code, "reason", reason)
+		s.close(code, reason)
+	}
+	return len(them)
+}
+
 // SetAuthorizer sets a, asked about every stream after its header is valid.
 // Its context carries the session's current claims (auth.FromContext) on a
 // server with credentials.

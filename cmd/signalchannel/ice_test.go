@@ -155,3 +155,38 @@ func TestServeWebhook(t *testing.T) {
 		}
 	}
 }
+
+// serve -api-key-file turns the HTTP API on, for requests with the key.
+func TestServeAPI(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "api-key")
+	key := strings.Repeat("k", 40)
+	os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
+	addr, _, _ := startServer(t, "-api-key-file", keyFile)
+	for _, c := range []struct {
+		key    string
+		status int
+	}{{key, 200}, {"", 401}, {key + "x", 401}} {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/api/namespaces", nil)
+		if c.key != "" {
+			req.Header.Set("Authorization", "Bearer "+c.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("key %.4q: %d, want %d", c.key, resp.StatusCode, c.status)
+		}
+	}
+	// Off without the flag.
+	addr, _, _ = startServer(t)
+	resp, err := http.Get("http://" + addr + "/v1/api/namespaces")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("API off: %d", resp.StatusCode)
+	}
+}

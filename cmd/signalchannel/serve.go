@@ -45,6 +45,7 @@ type options struct {
 	pprofListen     string
 	tlsCert         string
 	tlsKey          string
+	apiKeyFile      string
 	webhookURL      string
 	webhookSecret   string
 	webhookEvents   string
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.owned, "owned", "", "comma-separated endpoint:namespace patterns where ownership applies to every session, e.g. scuttlebutt:presence,scuttlebutt:room-*")
 	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "serve HTTPS and wss:// with this certificate (PEM, with its chain); read again on SIGHUP and when it changes")
 	fs.StringVar(&o.tlsKey, "tls-key-file", "", "the private key of -tls-cert-file (PEM)")
+	fs.StringVar(&o.apiKeyFile, "api-key-file", "", "turn the HTTP API (/v1/api/) on, for requests that carry this key (at least 32 bytes, in this file) as Authorization: Bearer")
 	fs.StringVar(&o.webhookURL, "webhook-url", "", "post the server's events to this URL, signed (see PROTOCOL.md section 12; empty: off)")
 	fs.StringVar(&o.webhookSecret, "webhook-secret-file", "", "the secret the webhook posts are signed with (at least 32 bytes), in this file")
 	fs.StringVar(&o.webhookEvents, "webhook-events", "", "comma-separated event types to post, e.g. session.opened,session.closed (empty: all)")
@@ -376,6 +378,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(stri
 	mux := http.NewServeMux()
 	mux.Handle("/v1/channel", sc)
 	mux.Handle("/v1/ice-servers", h.ICEHandler())
+	if o.apiKeyFile != "" {
+		key, err := auth.LoadSecretFile(o.apiKeyFile)
+		if err != nil {
+			return fmt.Errorf("-api-key-file: %w", err)
+		}
+		mux.Handle("/v1/api/", sc.APIHandler(key))
+		log.Info("HTTP API on", "path", "/v1/api/")
+	}
 	reg := newRegistry(&metrics{h: h, echo: sc.Echo(), relay: sc.Relay(), sb: sc.Scuttlebutt(), turn: ts, webhook: wh})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
