@@ -68,7 +68,7 @@ func (r *receiver) lines(peer string) []string {
 	return out
 }
 
-func start(t *testing.T, cfg webhook.Config) *webhook.Sender {
+func start(t testing.TB, cfg webhook.Config) *webhook.Sender {
 	t.Helper()
 	cfg.Secret = secret
 	cfg.Logger = sctest.QuietLogger()
