@@ -289,13 +289,31 @@ func (s *stream) finish() {
 	s.signal()
 }
 
+// readBuffer is the read buffer of a replicating stream.
+const readBuffer = 1 << 10
+
 // readLoop reads and handles lines until EOF (nil), a protocol error, a
 // remote error object or a read error.
 func (s *stream) readLoop(r io.Reader) error {
 	limit := s.m.opts.MaxLineBytes
-	br := bufio.NewReaderSize(r, limit)
+	// A small buffer, which an idle stream holds while it waits; a longer
+	// line is gathered in long, up to the limit, and let go after.
+	br := bufio.NewReaderSize(r, min(limit, readBuffer))
+	var long []byte
 	for {
 		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = long[:0]
+			for errors.Is(err, bufio.ErrBufferFull) && len(long)+len(line) <= limit {
+				long = append(long, line...)
+				line, err = br.ReadSlice('\n')
+			}
+			long = append(long, line...)
+			line = long
+			if cap(long) > 4*readBuffer {
+				long = nil // an outsized buffer goes to the GC after this line
+			}
+		}
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > limit || (err != nil && len(line) >= limit) {
 			return protoErr(CodeLimit, ErrLineTooLong, "line longer than %d bytes", limit)
 		}
@@ -368,6 +386,10 @@ func (m *Model) attach(s *stream, clock map[string]float64) error {
 // writeChunk is how many bytes the writer gathers before each Write.
 const writeChunk = 32 << 10
 
+// writeBufs holds the writers' buffers between bursts: an idle stream holds
+// none (a presence member is idle nearly all its life).
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk); return &b }}
+
 // writeLoop writes the digest, then history, "SYNC" and live updates as they
 // are queued, until stopped or finished.
 func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) error {
@@ -375,7 +397,24 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 		return fmt.Errorf("model: replicate write: %w", err)
 	}
 	var peer map[string]float64
-	buf := make([]byte, 0, writeChunk)
+	var held *[]byte // the pooled buffer buf came from, while the writer has work
+	var buf []byte
+	take := func() {
+		if held == nil {
+			held = writeBufs.Get().(*[]byte)
+			buf = (*held)[:0]
+		}
+	}
+	release := func() {
+		if held != nil {
+			if cap(buf) <= 4*writeChunk { // an outsized one goes to the GC
+				*held = buf[:0]
+				writeBufs.Put(held)
+			}
+			held, buf = nil, nil
+		}
+	}
+	defer release()
 	flush := func() error {
 		if len(buf) == 0 {
 			return nil
@@ -392,7 +431,7 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 		if s.errLine != nil {
 			pe := s.errLine
 			s.mu.Unlock()
-			_, err := w.Write(AppendError(buf[:0], pe.Code, pe.Message))
+			_, err := w.Write(AppendError(nil, pe.Code, pe.Message))
 			if err != nil {
 				return fmt.Errorf("model: replicate write: %w", err)
 			}
@@ -416,6 +455,7 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 			if finishing {
 				return nil
 			}
+			release()
 			select {
 			case <-s.wake:
 			case <-ctx.Done():
@@ -426,6 +466,7 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 		if peer == nil {
 			peer = make(map[string]float64)
 		}
+		take()
 		sortHistory(hist)
 		for i := range hist {
 			u := &hist[i]
