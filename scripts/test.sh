@@ -16,6 +16,9 @@ done
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	apt-get update && apt-get install -y chromium || echo "WARNING: could not install chromium; the browser tests will skip" >&2
 fi
+if ! command -v openssl >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	apt-get update && apt-get install -y openssl || echo "WARNING: could not install openssl; the JavaScript TLS test will fail" >&2
+fi
 
 # The npm scuttlebutt interoperability test skips under a plain `go test`
 # when its packages are missing; here it must run.

@@ -22,8 +22,12 @@ before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'signalchannel-tls-'))
   const cert = path.join(dir, 'cert.pem')
   const key = path.join(dir, 'key.pem')
-  await execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { timeout: 30_000 })
+  try {
+    await execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { timeout: 30_000 })
+  } catch (e) {
+    throw new Error(`the TLS test makes its certificate with openssl (apt-get install openssl): ${e.message}`)
+  }
   ca = readFileSync(cert)
   srv = await startServer(['-tls-cert-file', cert, '-tls-key-file', key])
 })
