@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/signalchannel/signalchannel/channel"
+	"github.com/signalchannel/signalchannel/channel/server"
 )
 
 // MaxAPIBody bounds the body of an API request.
@@ -29,7 +30,7 @@ func (s *Server) APIHandler(key []byte) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(tok), key) != 1 {
-			apiError(w, http.StatusUnauthorized, channel.CodeForbidden, "the API needs Authorization: Bearer <the key of -api-key-file>")
+			server.WriteError(w, http.StatusUnauthorized, channel.CodeForbidden, "the API needs Authorization: Bearer <the key of -api-key-file>")
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxAPIBody)
@@ -41,7 +42,7 @@ func (s *Server) APIHandler(key []byte) http.Handler {
 func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("namespace")
 	if err := channel.ValidNamespace(ns); err != nil {
-		apiError(w, http.StatusBadRequest, channel.CodeBadNamespace, err.Error())
+		server.WriteError(w, http.StatusBadRequest, err.Code, err.Message)
 		return
 	}
 	var body struct {
@@ -58,21 +59,21 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 	case body.Base64 != nil && body.Text == nil:
 		b, err := base64.StdEncoding.DecodeString(*body.Base64)
 		if err != nil {
-			apiError(w, http.StatusBadRequest, channel.CodeBadHeader, "base64: "+err.Error())
+			server.WriteError(w, http.StatusBadRequest, channel.CodeBadHeader, "base64: "+err.Error())
 			return
 		}
 		frame = b
 	default:
-		apiError(w, http.StatusBadRequest, channel.CodeBadHeader, `give the frame as "text" or as "base64", one of them`)
+		server.WriteError(w, http.StatusBadRequest, channel.CodeBadHeader, `give the frame as "text" or as "base64", one of them`)
 		return
 	}
 	if err := s.echo.Publish(ns, frame); err != nil {
 		var perr *channel.Error
 		if errors.As(err, &perr) {
-			apiError(w, http.StatusRequestEntityTooLarge, perr.Code, perr.Message)
+			server.WriteError(w, http.StatusRequestEntityTooLarge, perr.Code, perr.Message)
 			return
 		}
-		apiError(w, http.StatusInternalServerError, channel.CodeInternal, err.Error())
+		server.WriteError(w, http.StatusInternalServerError, channel.CodeInternal, err.Error())
 		return
 	}
 	apiJSON(w, map[string]any{"ok": true, "bytes": len(frame)})
@@ -82,7 +83,7 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 func (s *Server) apiPresence(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("namespace")
 	if err := channel.ValidNamespace(ns); err != nil {
-		apiError(w, http.StatusBadRequest, channel.CodeBadNamespace, err.Error())
+		server.WriteError(w, http.StatusBadRequest, err.Code, err.Message)
 		return
 	}
 	keys, ok := s.sb.Snapshot(ns)
@@ -103,11 +104,11 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if body.Code < 4000 || body.Code > 4999 {
-		apiError(w, http.StatusBadRequest, channel.CodeBadHeader, "code: a close code of 4000-4999 (4403 by default)")
+		server.WriteError(w, http.StatusBadRequest, channel.CodeBadHeader, "code: a close code of 4000-4999 (4403 by default)")
 		return
 	}
 	if len(body.Reason) > 120 {
-		apiError(w, http.StatusBadRequest, channel.CodeBadHeader, "reason: at most 120 bytes")
+		server.WriteError(w, http.StatusBadRequest, channel.CodeBadHeader, "reason: at most 120 bytes")
 		return
 	}
 	n := s.handler.Disconnect(peer, body.Code, body.Reason)
@@ -142,10 +143,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			apiError(w, http.StatusRequestEntityTooLarge, channel.CodeLimit, "the body is longer than 1 MiB")
+			server.WriteError(w, http.StatusRequestEntityTooLarge, channel.CodeLimit, "the body is longer than 1 MiB")
 			return false
 		}
-		apiError(w, http.StatusBadRequest, channel.CodeBadHeader, "the body is not the JSON object this route takes: "+err.Error())
+		server.WriteError(w, http.StatusBadRequest, channel.CodeBadHeader, "the body is not the JSON object this route takes: "+err.Error())
 		return false
 	}
 	return true
@@ -154,10 +155,4 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func apiJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
-}
-
-func apiError(w http.ResponseWriter, status int, code channel.Code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": string(code), "message": msg}})
 }

@@ -2,7 +2,6 @@ package signalchannel_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signalchannel/signalchannel"
 	"github.com/signalchannel/signalchannel/channel/client"
-	"github.com/signalchannel/signalchannel/cluster"
 	"github.com/signalchannel/signalchannel/internal/sctest"
 	"github.com/signalchannel/signalchannel/model"
 )
@@ -133,34 +130,13 @@ func TestAPI(t *testing.T) {
 // Across a cluster: a frame published through one server's API reaches a
 // member on the other; a peer held by the other is disconnected.
 func TestAPIAcrossCluster(t *testing.T) {
-	nats, err := cluster.StartServer(cluster.ServerConfig{Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nats.Shutdown)
-	var urls []string
-	var apis []string
-	for i := range 2 {
-		node, err := cluster.Connect(cluster.Config{URL: nats.ClientURL(), Name: fmt.Sprintf("node-%d", i), Logger: sctest.QuietLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := signalchannel.New(signalchannel.Config{Cluster: node, Logger: sctest.QuietLogger()})
-		if err != nil {
-			node.Close()
-			t.Fatal(err)
-		}
+	var urls, apis []string
+	for _, srv := range clusterOf(t, 2) {
 		mux := http.NewServeMux()
 		mux.Handle("/v1/channel", srv)
 		mux.Handle("/v1/api/", srv.APIHandler(apiKey))
 		hs := httptest.NewServer(mux)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			srv.Shutdown(ctx)
-			hs.Close()
-			node.Close()
-		})
+		t.Cleanup(hs.Close)
 		urls = append(urls, "ws"+strings.TrimPrefix(hs.URL, "http")+"/v1/channel")
 		apis = append(apis, hs.URL)
 	}

@@ -3,6 +3,7 @@ package signalchannel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -29,6 +30,40 @@ func start(t *testing.T, srv *signalchannel.Server) string {
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/v1/channel"
+}
+
+// clusterOf starts an embedded NATS server and n servers joined over it,
+// each on its own node; the servers shut down, then their nodes close, then
+// NATS, when the test ends.
+func clusterOf(t *testing.T, n int) []*signalchannel.Server {
+	t.Helper()
+	nats, err := cluster.StartServer(cluster.ServerConfig{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nats.Shutdown)
+	var out []*signalchannel.Server
+	for i := range n {
+		node, err := cluster.Connect(cluster.Config{URL: nats.ClientURL(), Name: fmt.Sprintf("node-%d", i), Logger: sctest.QuietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := signalchannel.New(signalchannel.Config{Cluster: node, Logger: sctest.QuietLogger()})
+		if err != nil {
+			node.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Error(err)
+			}
+			node.Close()
+		})
+		out = append(out, srv)
+	}
+	return out
 }
 
 // Shutdown ends every session with 1001 before it stops the endpoints: a
@@ -85,31 +120,9 @@ func TestShutdownClosesSessionsFirst(t *testing.T) {
 // With Config.Cluster, two servers on one NATS share echo namespaces; the
 // seams the server built go with its Shutdown, before the node closes.
 func TestClusterJoinsServers(t *testing.T) {
-	nats, err := cluster.StartServer(cluster.ServerConfig{Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nats.Shutdown()
 	var urls []string
-	for _, name := range []string{"a", "b"} {
-		node, err := cluster.Connect(cluster.Config{URL: nats.ClientURL(), Name: name, Logger: sctest.QuietLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := signalchannel.New(signalchannel.Config{Cluster: node, Logger: sctest.QuietLogger()})
-		if err != nil {
-			node.Close()
-			t.Fatal(err)
-		}
+	for _, srv := range clusterOf(t, 2) {
 		urls = append(urls, start(t, srv))
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Error(err)
-			}
-			node.Close()
-		})
 	}
 	a, err := sctest.Dial(t, urls[0]).Echo(sctest.Ctx(t), "room")
 	if err != nil {

@@ -120,8 +120,8 @@ func ParseHeader(line []byte, knownEndpoint func(string) bool) (Header, *Error) 
 	if !known(h.Endpoint) {
 		return h, Errorf(CodeUnknownEndpoint, "unknown endpoint %q: use \"echo\", \"scuttlebutt\", \"relay\" or \"session\"", Clip(h.Endpoint))
 	}
-	if msg := checkName("namespace", h.Namespace, MaxNamespaceBytes); msg != "" {
-		return h, Errorf(CodeBadNamespace, "%s", msg)
+	if err := ValidNamespace(h.Namespace); err != nil {
+		return h, err
 	}
 	if w.Ephemeral != nil {
 		h.Ephemeral = *w.Ephemeral
@@ -227,7 +227,7 @@ func EncodeError(e *Error) []byte {
 
 // ValidNamespace checks ns against the namespace rules of a header
 // (PROTOCOL.md section 2): a bad_namespace *Error when it breaks one.
-func ValidNamespace(ns string) error {
+func ValidNamespace(ns string) *Error {
 	if msg := checkName("namespace", ns, MaxNamespaceBytes); msg != "" {
 		return Errorf(CodeBadNamespace, "%s", msg)
 	}

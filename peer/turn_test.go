@@ -34,11 +34,7 @@ func turnServer(t *testing.T, ttl time.Duration) (*sctest.Server, *turnserver.Se
 // relayOnly is a connection's options that keep ICE to TURN candidates,
 // the ICE servers being the server's (the default).
 func relayOnly() peer.ConnOptions {
-	se := &webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
-	return peer.ConnOptions{SettingEngine: se, ICETransportPolicy: webrtc.ICETransportPolicyRelay, DirectTimeout: time.Minute}
+	return peer.ConnOptions{SettingEngine: loopback(false), ICETransportPolicy: webrtc.ICETransportPolicyRelay, DirectTimeout: time.Minute}
 }
 
 // Two Go peers that may use TURN candidates only connect through the

@@ -272,15 +272,18 @@ func (s *Server) quota(id, _ string, _ net.Addr) bool {
 		s.log.Info("TURN allocation refused: quota", "peer", id, "allocations", s.peers[id])
 		return false
 	}
-	// Counted now, so that allocations racing past the check cannot all
-	// pass; allocated does not count it again.
-	s.peers[id]++
+	// Counted once made (allocated), so that an allocation that fails
+	// after this check takes no place for good: requests of one peer that
+	// race past the check at once may hold a few more for as long.
 	return true
 }
 
-func (s *Server) allocated(string) {
+func (s *Server) allocated(id string) {
 	s.stats.Allocations.Add(1)
 	s.stats.AllocationsTotal.Add(1)
+	s.mu.Lock()
+	s.peers[id]++
+	s.mu.Unlock()
 }
 
 func (s *Server) released(id string) {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/signalchannel/signalchannel/ice"
+	"github.com/signalchannel/signalchannel/internal/sctest"
 	"github.com/signalchannel/signalchannel/turnserver"
 )
 
@@ -155,13 +156,12 @@ func TestRelayBothWays(t *testing.T) {
 		t.Fatalf("allocations %d (total %d), bytes %d", st.Allocations.Load(), st.AllocationsTotal.Load(), st.BytesRelayed.Load())
 	}
 	relay.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for st.Allocations.Load() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st.Allocations.Load() != 0 {
-		t.Fatalf("%d allocations after the client released its own", st.Allocations.Load())
-	}
+	sctest.WaitFor(t, 10*time.Second, func() error {
+		if n := st.Allocations.Load(); n != 0 {
+			return fmt.Errorf("%d allocations after the client released its own", n)
+		}
+		return nil
+	})
 }
 
 // Expired, altered and foreign credentials are refused, and counted.
@@ -357,15 +357,14 @@ func TestMalformedPackets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Stats().Malformed.Load() < 20*4 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
 	// The empty datagram and the STUN-looking header may be taken by
 	// pion's own checks; the other four of each round are counted here.
-	if m := s.Stats().Malformed.Load(); m < 20*4 {
-		t.Fatalf("%d malformed datagrams counted", m)
-	}
+	sctest.WaitFor(t, 10*time.Second, func() error {
+		if m := s.Stats().Malformed.Load(); m < 20*4 {
+			return fmt.Errorf("%d malformed datagrams counted", m)
+		}
+		return nil
+	})
 }
 
 func TestConfig(t *testing.T) {
@@ -405,21 +404,14 @@ func TestMaxLifetime(t *testing.T) {
 	clk.advance(time.Second)
 	before := s.Stats().PacketsDropped.Load()
 	relay.WriteTo([]byte("at the end"), echo.LocalAddr())
-	sctestWait(t, func() bool { return s.Stats().PacketsDropped.Load() > before })
+	sctest.WaitFor(t, 10*time.Second, func() error {
+		if s.Stats().PacketsDropped.Load() == before {
+			return errors.New("the packet past the lifetime is not counted as dropped")
+		}
+		return nil
+	})
 	relay.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if _, _, err := relay.ReadFrom(make([]byte, 100)); err == nil {
 		t.Fatal("relayed past the allocation's lifetime")
-	}
-}
-
-// sctestWait polls cond until it holds, for at most 10 s.
-func sctestWait(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10 s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

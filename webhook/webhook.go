@@ -85,11 +85,12 @@ type Sender struct {
 	wake   chan struct{}
 	closed bool
 
-	done   chan struct{}
-	stop   context.CancelFunc
-	ctx    context.Context
-	stats  Stats
-	runner sync.WaitGroup
+	done      chan struct{}
+	closeOnce sync.Once
+	stop      context.CancelFunc
+	ctx       context.Context
+	stats     Stats
+	runner    sync.WaitGroup
 }
 
 // Stats are a Sender's counters.
@@ -171,17 +172,14 @@ func (s *Sender) Queued() int {
 
 // Close stops the sender: what is queued is tried once more, within ctx,
 // then left.
+// Close may be called more than once.
 func (s *Sender) Close(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
 	stop := context.AfterFunc(ctx, s.stop)
 	defer stop()
-	close(s.done)
+	s.closeOnce.Do(func() { close(s.done) })
 	s.runner.Wait()
 	s.stop()
 }

@@ -190,8 +190,8 @@ func (s *Session) setICE(servers *ice.Servers) {
 // ICE restart.
 func (s *Session) ICEServers(ctx context.Context) (*ice.Servers, error) {
 	s.iceMu.Lock()
-	defer s.iceMu.Unlock()
 	cur := s.ice
+	s.iceMu.Unlock()
 	if cur == nil || cur.Expires == 0 {
 		return cur, nil
 	}
@@ -199,11 +199,16 @@ func (s *Session) ICEServers(ctx context.Context) (*ice.Servers, error) {
 	if left > min(time.Duration(cur.TTL)*time.Second/2, time.Minute) {
 		return cur, nil
 	}
+	// Not under iceMu: a refresh in band waits for no other.
 	info, err := s.hello(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("channel: ICE servers: %w", err)
 	}
-	s.ice = info.ICE
+	s.iceMu.Lock()
+	defer s.iceMu.Unlock()
+	if s.ice == nil || info.ICE == nil || info.ICE.Expires >= s.ice.Expires {
+		s.ice = info.ICE // the newest of racing renewals stays
+	}
 	return s.ice, nil
 }
 

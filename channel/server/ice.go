@@ -28,7 +28,7 @@ func (h *Handler) serveICE(w http.ResponseWriter, r *http.Request) {
 	hdr.Add("Vary", "Origin")
 	if !h.cfg.checkOrigin(r) {
 		h.originRefused(r)
-		iceError(w, http.StatusForbidden, channel.CodeForbidden, "this origin may not use this server (see -allowed-origins)")
+		WriteError(w, http.StatusForbidden, channel.CodeForbidden, "this origin may not use this server (see -allowed-origins)")
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
@@ -44,12 +44,12 @@ func (h *Handler) serveICE(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet, http.MethodHead:
 	default:
 		hdr.Set("Allow", "GET, HEAD, OPTIONS")
-		iceError(w, http.StatusMethodNotAllowed, channel.CodeBadHeader, "use GET")
+		WriteError(w, http.StatusMethodNotAllowed, channel.CodeBadHeader, "use GET")
 		return
 	}
 	iss := h.cfg.ICE
 	if iss == nil {
-		iceError(w, http.StatusNotFound, channel.CodeUnknownEndpoint, "this server hands out no ICE servers (see -stun and -turn)")
+		WriteError(w, http.StatusNotFound, channel.CodeUnknownEndpoint, "this server hands out no ICE servers (see -stun and -turn)")
 		return
 	}
 	id := uuid.NewString()
@@ -60,7 +60,7 @@ func (h *Handler) serveICE(w http.ResponseWriter, r *http.Request) {
 			if errors.Is(err, auth.ErrMissing) {
 				code = channel.CodeForbidden
 			}
-			iceError(w, http.StatusUnauthorized, code, auth.CloseReason(err))
+			WriteError(w, http.StatusUnauthorized, code, auth.CloseReason(err))
 			return
 		}
 		id = c.Subject
@@ -69,8 +69,9 @@ func (h *Handler) serveICE(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(iss.Issue(id))
 }
 
-// iceError writes an error of the ICE route.
-func iceError(w http.ResponseWriter, status int, code channel.Code, msg string) {
+// WriteError writes an HTTP error as the server's JSON routes answer it:
+// {"error":{"code":"<code>","message":"<msg>"}} with status.
+func WriteError(w http.ResponseWriter, status int, code channel.Code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": string(code), "message": msg}})

@@ -445,7 +445,6 @@ export class Connection extends Emitter {
     this.path = ''
     /** @type {RTCPeerConnection | null} */
     this.pc = null
-    this.dc = null
     this.relaying = false
     this.makingOffer = false
     this.ignoreOffer = false
@@ -535,7 +534,6 @@ export class Connection extends Emitter {
     this.pc = pc
     const dc = pc.createDataChannel('data', { negotiated: true, id: 0, ordered: true })
     dc.binaryType = 'arraybuffer'
-    this.dc = dc
     const path = new DataChannelPath(dc)
     dc.addEventListener('open', async () => {
       path.kind = await this.iceKind()
@@ -588,9 +586,9 @@ export class Connection extends Emitter {
    * collide, and no side rolls back, which Chromium does not do cleanly
    * for a first offer (its candidates are never gathered again).
    */
-  async negotiate (force = false) {
+  async negotiate () {
     if (this.ended) return
-    if (this.polite && !force) {
+    if (this.polite) {
       const receive = this.pc.getTransceivers()
         .filter((t) => t.mid === null && t.sender.track && t.direction !== 'inactive' && t.direction !== 'recvonly')
         .map((t) => t.sender.track.kind)
