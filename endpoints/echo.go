@@ -175,7 +175,9 @@ func (e *Echo) ServeStream(ctx context.Context, s *server.Stream, req *server.Re
 		unsubscribe()
 		return
 	}
-	m.leave = sync.OnceFunc(unsubscribe)
+	m.mu.Lock()
+	m.leave = unsubscribe
+	m.mu.Unlock()
 	m.start()
 	in := &memberInput{e: e, m: m, ns: ns, session: req.SessionID,
 		parser: channel.FrameParser{Max: e.cfg.MaxFrame}}
@@ -253,7 +255,7 @@ func (in *memberInput) end(err error) {
 // stop leaves the namespace and moves the member to its final state.
 func (in *memberInput) stop(st memberState) {
 	in.stopped = true
-	in.m.leave()
+	in.m.leaveNamespace()
 	switch st {
 	case memberFinishing:
 		in.m.finish()
@@ -287,7 +289,7 @@ type member struct {
 	started bool     // the stream was accepted: writing may begin
 	running bool     // a writer goroutine is running
 	spare   [][]byte // a drained queue kept for reuse; only the writer sets it
-	leave   func()   // leaves the namespace; idempotent
+	leave   func()   // leaves the namespace: taken by the first leaveNamespace
 	refusal []byte   // the error record of a refused member
 	done    func()   // ends the stream's service (ReadInline)
 	over    bool     // the last writer has run
@@ -307,7 +309,18 @@ const (
 )
 
 func newMember(s *server.Stream, limit int, count *echoCounters) *member {
-	return &member{s: s, limit: limit, count: count, leave: func() {}}
+	return &member{s: s, limit: limit, count: count}
+}
+
+// leaveNamespace leaves the namespace, once however often it is called.
+func (m *member) leaveNamespace() {
+	m.mu.Lock()
+	leave := m.leave
+	m.leave = nil
+	m.mu.Unlock()
+	if leave != nil {
+		leave()
+	}
 }
 
 // Deliver implements Subscriber. It never blocks: on overflow the member is
@@ -456,7 +469,7 @@ func (m *member) setDone(done func()) {
 // ended is called by the member's last writer: a member reset by the
 // server (overflow, a failed write) leaves the namespace here.
 func (m *member) ended() {
-	m.leave()
+	m.leaveNamespace()
 	m.mu.Lock()
 	m.over = true
 	done := m.done

@@ -140,7 +140,7 @@ func Dial(ctx context.Context, url string, opts DialOptions) (*Session, error) {
 		return nil, fmt.Errorf("channel: dial %s: %w", url, err)
 	}
 	opts = opts.withDefaults()
-	conn := wsconn.New(ws, opts.WriteTimeout, true)
+	conn := wsconn.New(ws, opts.WriteTimeout)
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

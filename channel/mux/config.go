@@ -21,6 +21,17 @@ type Conn interface {
 	Close() error
 }
 
+// Parker is a Conn that can wait for its next message without a goroutine.
+// The read loop calls Park between messages (a message reader that returns
+// io.EOF with the last bytes of its message lets it do so after every one).
+// Park returns false when input is at hand or the Conn cannot park now; it
+// returns true when it has nothing buffered and will have Run called again,
+// in a new goroutine, once input arrives or the Conn is closed. The read loop
+// then returns ErrParked without touching the session's read state again.
+type Parker interface {
+	Park() bool
+}
+
 // Config tunes a Session.
 type Config struct {
 	Client       bool          // the client role: opens odd stream ids

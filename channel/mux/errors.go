@@ -20,6 +20,9 @@ var (
 	// ErrGoAway is returned by OpenStream once the peer has said it takes
 	// no new streams.
 	ErrGoAway = errors.New("channel: the server takes no new streams (draining)")
+	// ErrParked is returned by Run when its Conn parked: the session is
+	// open, waiting for input with no goroutine of its own (Parker).
+	ErrParked = errors.New("channel: session parked until input arrives")
 )
 
 var (

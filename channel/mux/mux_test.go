@@ -866,3 +866,33 @@ func TestMuxCloseReadsUntilFIN(t *testing.T) {
 		t.Fatal("the close timer still ran after the session ended")
 	}
 }
+
+// The stream set keeps its first streams in place and the rest in a map:
+// every stream is found, deleted ones are not, wherever they sit.
+func TestStreamSet(t *testing.T) {
+	var set streamSet
+	for id := uint32(1); id <= 21; id += 2 {
+		set.put(&Stream{id: id})
+	}
+	for _, id := range []uint32{3, 15} { // one in place, one in the map
+		set.del(id)
+	}
+	set.put(&Stream{id: 101}) // takes the freed place
+	for id := uint32(1); id <= 21; id += 2 {
+		if got := set.get(id); (got == nil) != (id == 3 || id == 15) || got != nil && got.id != id {
+			t.Fatalf("get(%d) = %v", id, got)
+		}
+	}
+	n := 0
+	set.each(func(*Stream) { n++ })
+	if n != 10 || set.get(101) == nil || set.get(2) != nil {
+		t.Fatalf("%d streams, 101 found: %v", n, set.get(101) != nil)
+	}
+	for id := uint32(1); id <= 21; id += 2 {
+		set.del(id)
+	}
+	set.del(101)
+	if set.many != nil || set.few != [4]*Stream{} {
+		t.Fatal("an emptied set holds something")
+	}
+}

@@ -17,7 +17,7 @@ type Session struct {
 	wmu sync.Mutex // orders frames; a stream's RST is never followed by its data
 
 	mu         sync.Mutex
-	streams    map[uint32]*Stream
+	streams    streamSet
 	goAway     bool   // we sent a go-away: new streams are reset
 	peerGoAway bool   // the peer sent a go-away: OpenStream fails
 	nextID     uint32 // the id OpenStream takes next; 0 when ids ran out
@@ -40,7 +40,7 @@ const smallBody = 4 << 10
 var smallBodies = sync.Pool{New: func() any { return new([smallBody]byte) }}
 
 func New(conn Conn, cfg Config) *Session {
-	m := &Session{conn: conn, cfg: cfg, streams: make(map[uint32]*Stream)}
+	m := &Session{conn: conn, cfg: cfg}
 	if cfg.Client {
 		m.nextID = 1
 	}
@@ -52,10 +52,18 @@ func New(conn Conn, cfg Config) *Session {
 	return m
 }
 
-// run reads and dispatches frames until the connection fails, the peer
+// Run reads and dispatches frames until the connection fails, the peer
 // breaks the protocol or the session is closed. It ends the session.
+//
+// If the Conn is a Parker and parks between messages, Run returns ErrParked
+// at once, the session still open: the Conn's owner calls Run again when the
+// Conn has input, from any goroutine, and until then the session has no
+// goroutine reading it.
 func (m *Session) Run() error {
 	err := m.readLoop()
+	if err == ErrParked {
+		return err // the session may already run again elsewhere: touch nothing
+	}
 	m.Close()
 	// Inline readers learn of the session's end here, after the read loop:
 	// never while one of their calls runs.
@@ -70,7 +78,11 @@ func (m *Session) Run() error {
 }
 
 func (m *Session) readLoop() error {
+	parker, _ := m.conn.(Parker)
 	for {
+		if m.msg == nil && parker != nil && parker.Park() {
+			return ErrParked
+		}
 		if err := m.readFull(m.hdr[:]); err != nil {
 			return err
 		}
@@ -162,7 +174,7 @@ func (m *Session) open(id uint32) (*Stream, error) {
 		return nil, m.writeControl(typeWindowUpdate, flagRST, id, 0, nil)
 	}
 	m.mu.Lock()
-	if _, dup := m.streams[id]; dup {
+	if m.streams.get(id) != nil {
 		m.mu.Unlock()
 		return nil, m.violation("stream %d opened twice", id)
 	}
@@ -176,7 +188,7 @@ func (m *Session) open(id uint32) (*Stream, error) {
 		return nil, nil
 	}
 	st := newStream(m, id)
-	m.streams[id] = st
+	m.streams.put(st)
 	m.mu.Unlock()
 	// The ACK goes before anything the handler writes.
 	if err := m.writeControl(typeWindowUpdate, flagACK, id, 0, nil); err != nil {
@@ -194,7 +206,7 @@ func (m *Session) lookup(id uint32, flags uint16) (*Stream, error) {
 		return m.open(id)
 	}
 	m.mu.Lock()
-	st := m.streams[id]
+	st := m.streams.get(id)
 	m.mu.Unlock()
 	return st, nil
 }
@@ -321,7 +333,7 @@ func (m *Session) OpenStream() (*Stream, error) {
 		m.nextID = 0
 	}
 	st := newStream(m, id)
-	m.streams[id] = st
+	m.streams.put(st)
 	m.mu.Unlock()
 	if err := m.writeControl(typeWindowUpdate, flagSYN, id, 0, nil); err != nil {
 		m.Close() // a failed write leaves the session unusable
@@ -355,11 +367,11 @@ func (m *Session) Close() error {
 	m.closed = true
 	// The streams are gone before anyone can see the session closed: an
 	// inline reader starting now, or run ending the cut ones, relies on it.
-	for _, st := range m.streams {
+	m.streams.each(func(st *Stream) {
 		st.sessionGone()
 		m.cut = append(m.cut, st)
-	}
-	m.streams = nil
+	})
+	m.streams = streamSet{}
 	if m.ka != nil {
 		m.ka.Stop()
 	}
@@ -370,8 +382,62 @@ func (m *Session) Close() error {
 // forget drops stream id once both sides are done with it.
 func (m *Session) forget(id uint32) {
 	m.mu.Lock()
-	delete(m.streams, id)
+	m.streams.del(id)
 	m.mu.Unlock()
+}
+
+// streamSet is a session's open streams: the first few in place, for a
+// session holds few and an idle one should not hold a map for them; the
+// rest in a map.
+type streamSet struct {
+	few  [4]*Stream
+	many map[uint32]*Stream
+}
+
+func (s *streamSet) get(id uint32) *Stream {
+	for _, st := range s.few {
+		if st != nil && st.id == id {
+			return st
+		}
+	}
+	return s.many[id]
+}
+
+func (s *streamSet) put(st *Stream) {
+	for i, f := range s.few {
+		if f == nil {
+			s.few[i] = st
+			return
+		}
+	}
+	if s.many == nil {
+		s.many = make(map[uint32]*Stream)
+	}
+	s.many[st.id] = st
+}
+
+func (s *streamSet) del(id uint32) {
+	for i, st := range s.few {
+		if st != nil && st.id == id {
+			s.few[i] = nil
+			return
+		}
+	}
+	delete(s.many, id)
+	if len(s.many) == 0 {
+		s.many = nil
+	}
+}
+
+func (s *streamSet) each(f func(*Stream)) {
+	for _, st := range s.few {
+		if st != nil {
+			f(st)
+		}
+	}
+	for _, st := range s.many {
+		f(st)
+	}
 }
 
 // writeControl sends a frame with no body; nothing for a stream st we have

@@ -15,9 +15,12 @@ type Stream struct {
 	m  *Session
 	id uint32
 
+	// Made when first waited for (under mu): most streams never block, and
+	// an idle session keeps its streams.
 	readable chan struct{} // a token when Read may make progress
 	writable chan struct{} // a token when Write may make progress
 	done     chan struct{} // closed on reset either way or session end
+	isDone   bool          // done is closed, or will be when made
 	rstSent  atomic.Bool   // we reset it: nothing more may be written
 	peerFIN  atomic.Bool
 
@@ -50,9 +53,6 @@ func newStream(m *Session, id uint32) *Stream {
 	return &Stream{
 		m:          m,
 		id:         id,
-		readable:   make(chan struct{}, 1),
-		writable:   make(chan struct{}, 1),
-		done:       make(chan struct{}),
 		recvWindow: StreamWindow,
 		sendWindow: StreamWindow,
 	}
@@ -94,8 +94,9 @@ func (s *Stream) receiveCopy(b []byte) {
 		s.recv = append(s.recv, append(getBuf(tailBuf)[:0], b...))
 	}
 	s.buffered += uint32(len(b))
+	r := s.readable
 	s.mu.Unlock()
-	notify(s.readable)
+	notify(r)
 }
 
 // receive takes a body: it keeps it, passes it to an inline reader or, after
@@ -128,8 +129,9 @@ func (s *Stream) receive(b []byte, owned bool) {
 	}
 	s.recv = append(s.recv, b)
 	s.buffered += uint32(len(b))
+	r := s.readable
 	s.mu.Unlock()
-	notify(s.readable)
+	notify(r)
 }
 
 // ReadInline makes the read loop pass data to f as it arrives, after what
@@ -197,8 +199,9 @@ func (s *Stream) endInline(err error) {
 func (s *Stream) grantSend(delta uint32) {
 	s.mu.Lock()
 	s.sendWindow = uint32(min(uint64(s.sendWindow)+uint64(delta), 1<<31))
+	w := s.writable
 	s.mu.Unlock()
-	notify(s.writable)
+	notify(w)
 }
 
 // remoteFlags applies the FIN and RST of a frame from the peer.
@@ -220,8 +223,9 @@ func (s *Stream) remoteFlags(flags uint16) {
 		if s.closeTimer != nil {
 			s.closeTimer.Stop() // closed both ways: nothing to reset
 		}
+		r := s.readable
 		s.mu.Unlock()
-		notify(s.readable)
+		notify(r)
 		if both {
 			s.m.forget(s.id)
 		}
@@ -243,14 +247,16 @@ func (s *Stream) end() {
 	if s.closeTimer != nil {
 		s.closeTimer.Stop()
 	}
-	select {
-	case <-s.done:
-	default:
-		close(s.done)
+	if !s.isDone {
+		s.isDone = true
+		if s.done != nil {
+			close(s.done)
+		}
 	}
+	r, w := s.readable, s.writable
 	s.mu.Unlock()
-	notify(s.readable)
-	notify(s.writable)
+	notify(r)
+	notify(w)
 }
 
 func (s *Stream) sessionGone() {
@@ -260,8 +266,27 @@ func (s *Stream) sessionGone() {
 	s.end()
 }
 
-func (s *Stream) Done() <-chan struct{} { return s.done }
-func (s *Stream) PeerClosed() bool      { return s.peerFIN.Load() }
+// Done is closed when the stream is reset either way or the session ends.
+func (s *Stream) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done == nil {
+		s.done = make(chan struct{})
+		if s.isDone {
+			close(s.done)
+		}
+	}
+	return s.done
+}
+
+// waitable returns *c, made if need be; s.mu must be held.
+func waitable(c *chan struct{}) chan struct{} {
+	if *c == nil {
+		*c = make(chan struct{}, 1)
+	}
+	return *c
+}
+func (s *Stream) PeerClosed() bool { return s.peerFIN.Load() }
 
 func (s *Stream) errClosed() error {
 	return fmt.Errorf("channel: stream %d: session ended: %w", s.id, net.ErrClosed)
@@ -299,9 +324,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, s.errClosed()
 		}
-		dl := s.readDL
+		dl, r := s.readDL, waitable(&s.readable)
 		s.mu.Unlock()
-		if err := s.wait(s.readable, dl); err != nil {
+		if err := s.wait(r, dl); err != nil {
 			return 0, err
 		}
 	}
@@ -381,9 +406,9 @@ func (s *Stream) Write(p []byte) (int, error) {
 			s.mu.Unlock()
 			return total, s.errClosed()
 		case s.sendWindow == 0:
-			dl := s.writeDL
+			dl, w := s.writeDL, waitable(&s.writable)
 			s.mu.Unlock()
-			if err := s.wait(s.writable, dl); err != nil {
+			if err := s.wait(w, dl); err != nil {
 				return total, err
 			}
 			continue
@@ -391,9 +416,10 @@ func (s *Stream) Write(p []byte) (int, error) {
 		n := uint32(min(len(p), int(s.sendWindow), StreamWindow))
 		s.sendWindow -= n
 		more := s.sendWindow > 0
+		w := s.writable
 		s.mu.Unlock()
 		if more {
-			notify(s.writable) // keep the token for a concurrent writer
+			notify(w) // keep the token for a concurrent writer
 		}
 		if err := s.m.writeData(s, 0, p[:n]); err != nil {
 			if err == ErrStreamReset {
@@ -493,16 +519,18 @@ func (s *Stream) closeExpired() {
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.mu.Lock()
 	s.readDL = t
+	r := s.readable
 	s.mu.Unlock()
-	notify(s.readable)
+	notify(r)
 	return nil
 }
 
 func (s *Stream) SetWriteDeadline(t time.Time) error {
 	s.mu.Lock()
 	s.writeDL = t
+	w := s.writable
 	s.mu.Unlock()
-	notify(s.writable)
+	notify(w)
 	return nil
 }
 

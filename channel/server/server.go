@@ -17,7 +17,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel"
-	"github.com/signalchannel/signalchannel/channel/internal/wsconn"
+	"github.com/signalchannel/signalchannel/channel/internal/wsraw"
 )
 
 // Endpoint serves the streams whose header names it. ServeStream runs in the
@@ -95,12 +95,6 @@ type Handler struct {
 	closes         map[int]int64
 }
 
-// serverReadBuffer is the size of a session's WebSocket read buffer.
-const serverReadBuffer = 1024
-
-// serverWriteBuffers holds the WebSocket write buffers of every Handler.
-var serverWriteBuffers = &sync.Pool{}
-
 // NewHandler returns a Handler for cfg, which must be valid.
 func NewHandler(cfg Config) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
@@ -132,16 +126,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HeaderTimeout,
-		// Every session holds its read buffer while idle: 1 KiB rather
-		// than the HTTP server's 4 KiB. It bounds only how many small
-		// messages one read takes in; a large message is read straight
-		// into the frame buffer.
-		ReadBufferSize:  serverReadBuffer,
-		WriteBufferSize: 4096,
-		// Idle sessions hold no write buffer: it is taken from the pool
-		// for each message.
-		WriteBufferPool: serverWriteBuffers,
-		Subprotocols:    []string{channel.Subprotocol},
+		// gorilla does the handshake only (then wsraw reads and writes
+		// the socket): no buffers of its own, the HTTP server's do.
+		Subprotocols: []string{channel.Subprotocol},
 		CheckOrigin: func(r *http.Request) bool {
 			if cfg.checkOrigin(r) {
 				return true
@@ -184,7 +171,7 @@ func (h *Handler) Disconnect(peerID string, code int, reason string) int {
 	}
 	h.mu.Unlock()
 	for _, s := range them {
-		s.log.Info("closing session: disconnected by the API", "code", code, "reason", reason)
+		s.logger().Info("closing session: disconnected by the API", "code", code, "reason", reason)
 		s.close(code, reason)
 	}
 	return len(them)
@@ -318,11 +305,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if refused != "" {
 		h.countClose(refuseCode)
-		wsconn.New(ws, h.cfg.WriteTimeout, false).Refuse(refuseCode, refused)
+		wsraw.New(ws.UnderlyingConn(), wsraw.Options{WriteTimeout: h.cfg.WriteTimeout}).Refuse(refuseCode, refused)
 		return
 	}
-	ws.SetReadLimit(h.cfg.MaxMessageBytes)
-	sess := h.newSession(id, ws, r, claims)
+	sess := h.newSession(id, ws, r, claims, ip)
 	if sess == nil {
 		return
 	}
@@ -330,11 +316,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// server kept for the request (its goroutine's grown stack, the
 	// request and response) is freed: that is most of an idle session.
 	wgDone, admitted = false, false
-	go func() {
-		defer h.wg.Done()
-		defer h.leave(ip)
-		sess.serve()
-	}()
+	go sess.run()
 }
 
 // admit counts a session from ip, or returns why it may not open.
@@ -412,7 +394,8 @@ func (h *Handler) Drain(ctx context.Context) error {
 func (h *Handler) Shutdown(ctx context.Context) error {
 	// In parallel: each close waits a moment for its client's close message.
 	var wg sync.WaitGroup
-	for _, s := range h.stopAccepting() {
+	sessions := h.stopAccepting()
+	for _, s := range sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -421,6 +404,9 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	h.cancel()
+	for _, s := range sessions {
+		s.cancel() // the contexts of sessions still lingering
+	}
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
 	select {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/signalchannel/signalchannel/auth"
 	"github.com/signalchannel/signalchannel/channel"
-	"github.com/signalchannel/signalchannel/channel/internal/wsconn"
+	"github.com/signalchannel/signalchannel/channel/internal/wsraw"
 	"github.com/signalchannel/signalchannel/channel/mux"
 )
 
@@ -26,14 +26,16 @@ type session struct {
 	h      *Handler
 	id     string
 	remote string
-	log    *slog.Logger
-	conn   *wsconn.Conn
+	conn   *wsraw.Conn
 	mux    *mux.Session
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // stream goroutines
-	local  net.Addr
-	peer   net.Addr
+	// The session's context (sessionCtx): cancelled when it ends.
+	ctxMu    sync.Mutex
+	ctxDone  chan struct{} // made when first asked for
+	ctxErr   error
+	ctxAfter []*func()      // AfterFunc's functions, run on cancel
+	wg       sync.WaitGroup // stream goroutines
+	local    net.Addr
+	peer     net.Addr
 
 	active       atomic.Int64 // streams counted against MaxStreams
 	rejecting    atomic.Int64 // over-limit streams being answered
@@ -45,29 +47,32 @@ type session struct {
 	refreshMu    sync.Mutex                       // serialises refreshes
 	expiry       *time.Timer                      // closes the session when the token expires
 	opened       time.Time
+	ip           string // counted against MaxSessionsPerIP until the session ends
 }
 
-func (h *Handler) newSession(id string, ws *websocket.Conn, r *http.Request, claims *auth.Claims) *session {
-	log := h.log.With("session", id)
-	conn := wsconn.New(ws, h.cfg.WriteTimeout, false)
-	s := &session{h: h, id: id, remote: r.RemoteAddr, log: log, conn: conn, local: ws.LocalAddr(), peer: ws.RemoteAddr(), opened: time.Now()}
+func (h *Handler) newSession(id string, ws *websocket.Conn, r *http.Request, claims *auth.Claims, ip string) *session {
+	s := &session{h: h, id: id, remote: r.RemoteAddr, local: ws.LocalAddr(), peer: ws.RemoteAddr(), opened: time.Now(), ip: ip}
+	// gorilla's conn did the handshake; the session reads and writes the
+	// socket through wsraw, which holds nothing while the session is idle.
+	conn := wsraw.New(ws.UnderlyingConn(), wsraw.Options{
+		WriteTimeout: h.cfg.WriteTimeout,
+		ReadLimit:    h.cfg.MaxMessageBytes,
+		OnPing:       s.wsPing,
+		Resume:       s.run,
+	})
+	s.conn = conn
 	s.pings.limit = h.cfg.MaxPingsPerSecond
 	s.opens.limit = h.cfg.MaxStreamOpensPerSecond
-	ws.SetPingHandler(s.wsPing)
-	s.ctx, s.cancel = context.WithCancel(h.ctx)
 	if claims != nil {
 		s.claims.Store(claims)
-		log = log.With("sub", claims.Subject)
-		s.log = log
 	}
 	s.who.Store(s.identity(claims))
 
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		conn.SetCloseStatus(channel.CloseGoingAway, "server is shutting down")
-		conn.Close()
 		s.cancel()
+		conn.Refuse(channel.CloseGoingAway, "server is shutting down")
 		return nil
 	}
 	// The session is registered before its multiplexer starts, so that
@@ -83,13 +88,13 @@ func (h *Handler) newSession(id string, ws *websocket.Conn, r *http.Request, cla
 	h.mu.Unlock()
 	if claims != nil { // stopped by serve when the session ends
 		s.expiry = time.AfterFunc(time.Until(claims.ValidUntil), func() {
-			s.log.Info("closing session: token expired")
+			s.logger().Info("closing session: token expired")
 			s.close(channel.CloseUnauthorized, "token expired")
 		})
 	}
 	h.nSessions.Add(1)
 	h.nSessionsTotal.Add(1)
-	log.Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
+	s.logger().Info("session open", "remote", r.RemoteAddr, "subprotocol", ws.Subprotocol())
 	h.event(Event{Type: EventSessionOpened, SessionID: id, PeerID: s.who.Load().ID})
 	return s
 }
@@ -99,21 +104,30 @@ func (h *Handler) newSession(id string, ws *websocket.Conn, r *http.Request, cla
 // share: past it the session is closed with 4400, as for yamux pings. It
 // runs in the read loop; the loop goes on reading (pings go unanswered)
 // until the client's close message or the close linger.
-func (s *session) wsPing(data string) error {
+func (s *session) wsPing(data []byte) error {
 	if s.mux.Closed() {
 		return nil
 	}
 	if !s.pings.allow() {
-		s.log.Info("closing session: WebSocket ping flood")
+		s.logger().Info("closing session: WebSocket ping flood")
 		s.close(channel.CloseProtocolError, "too many pings (WebSocket and yamux)")
 		return nil
 	}
-	err := s.conn.WS.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.h.cfg.WriteTimeout))
+	err := s.conn.WritePong(data, time.Now().Add(s.h.cfg.WriteTimeout))
 	var ne net.Error
-	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
+	if errors.Is(err, wsraw.ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
 		return nil
 	}
 	return err
+}
+
+// logger is the Handler's logger with the session's id and sub, made for
+// the line being logged: an idle session holds none.
+func (s *session) logger() *slog.Logger {
+	if c := s.claims.Load(); c != nil {
+		return s.h.log.With("session", s.id, "sub", c.Subject)
+	}
+	return s.h.log.With("session", s.id)
 }
 
 func (s *session) close(code int, reason string) {
@@ -121,10 +135,22 @@ func (s *session) close(code int, reason string) {
 	s.mux.Close()
 }
 
-// serve runs the session's read loop until the session ends, then waits for
-// its streams.
-func (s *session) serve() {
-	defer func() {
+// run runs the session's read loop until the session parks (it runs again
+// when input comes: wsraw.Options.Resume) or ends; at the end it waits for
+// the session's streams and lets the session go.
+func (s *session) run() {
+	if err := s.mux.Run(); errors.Is(err, mux.ErrParked) {
+		return
+	}
+	s.end()
+}
+
+// end lets an ended session go: its streams ended, it is counted and
+// logged, and the Handler no longer waits for it.
+func (s *session) end() {
+	defer s.h.wg.Done()
+	defer s.h.leave(s.ip)
+	func() {
 		if s.expiry != nil {
 			s.expiry.Stop()
 		}
@@ -148,10 +174,9 @@ func (s *session) serve() {
 		default:
 			by = "connection lost"
 		}
-		s.log.Info("session closed", "by", by, "code", code, "reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond))
+		s.logger().Info("session closed", "by", by, "code", code, "reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond))
 		s.h.event(Event{Type: EventSessionClosed, SessionID: s.id, PeerID: s.who.Load().ID, Code: code, Reason: reason, By: by})
 	}()
-	s.mux.Run()
 }
 
 // accept starts serving a stream the client opened; it runs in the read
@@ -171,7 +196,7 @@ func (s *session) accept(ms *mux.Stream) {
 			// A client that keeps opening streams while as many
 			// refusals are still in flight is flooding.
 			st.Reset()
-			s.log.Warn("closing session: stream flood", "refusing", s.rejecting.Load())
+			s.logger().Warn("closing session: stream flood", "refusing", s.rejecting.Load())
 			s.close(channel.CloseLimit, fmt.Sprintf("stream flood: more than %d streams refused at once", s.h.cfg.MaxStreams))
 			return
 		}
@@ -250,7 +275,7 @@ func (s *session) serveStream(st *Stream) {
 		return
 	}
 	if s.h.authorize != nil {
-		ctx := s.ctx
+		ctx := s.context()
 		if c != nil {
 			ctx = auth.NewContext(ctx, c)
 		}
@@ -260,47 +285,32 @@ func (s *session) serveStream(st *Stream) {
 		}
 	}
 	if hook := s.h.cfg.Hooks.Stream; hook != nil {
-		if herr := hook(s.ctx, StreamInfo{SessionID: s.id, PeerID: peer.ID, Meta: peer.Meta, Endpoint: hdr.Endpoint, Namespace: hdr.Namespace, Header: &hdr}); herr != nil {
-			s.log.Info("stream refused by a hook", "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "code", herr.Code, "message", herr.Message)
+		if herr := hook(s.context(), StreamInfo{SessionID: s.id, PeerID: peer.ID, Meta: peer.Meta, Endpoint: hdr.Endpoint, Namespace: hdr.Namespace, Header: &hdr}); herr != nil {
+			s.logger().Info("stream refused by a hook", "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "code", herr.Code, "message", herr.Message)
 			s.finish(st, herr)
 			return
 		}
 	}
 	st.peer = peer
+	st.sess, st.endpoint, st.namespace = s, hdr.Endpoint, hdr.Namespace
 	n := s.h.byEndpoint[hdr.Endpoint]
 	n.Add(1)
-	opened := time.Now()
-	debug := s.log.Enabled(s.ctx, slog.LevelDebug)
-	if debug {
-		s.log.Debug("stream open", "stream", st.ID(), "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "peer", channel.Clip(peer.ID))
+	if s.h.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.opened = time.Now()
+		s.logger().Debug("stream open", "stream", st.ID(), "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "peer", channel.Clip(peer.ID))
 	}
-	opens, closes := streamEvents(hdr.Endpoint)
 	if s.h.cfg.Hooks.Event != nil {
+		opens, _ := streamEvents(hdr.Endpoint)
 		st.onAccept = func() {
 			s.h.event(Event{Type: opens, SessionID: s.id, PeerID: peer.ID, Endpoint: hdr.Endpoint, Namespace: hdr.Namespace})
 		}
 	}
-	ended := func() {
-		if s.h.cfg.Hooks.Event != nil && st.replied.Load() && !st.rejected.Load() {
-			s.h.event(Event{Type: closes, SessionID: s.id, PeerID: peer.ID, Endpoint: hdr.Endpoint, Namespace: hdr.Namespace})
-		}
-		if debug {
-			s.log.Debug("stream closed", "stream", st.ID(), "endpoint", hdr.Endpoint, "namespace", channel.Clip(hdr.Namespace), "peer", channel.Clip(peer.ID),
-				"duration", time.Since(opened).Round(time.Millisecond), "bytes_in", st.in.Load(), "bytes_out", st.out.Load())
-		}
-	}
-	st.detached = func() {
-		st.Close()
-		n.Add(-1)
-		ended()
-		s.streamEnded()
-	}
 	defer func() {
 		if !inline {
-			ended()
+			st.served()
 		}
 	}()
-	s.h.endpoints[hdr.Endpoint].ServeStream(s.ctx, st, req)
+	s.h.endpoints[hdr.Endpoint].ServeStream(s.context(), st, req)
 	if st.inline.Load() {
 		inline = true // the stream lives on, read by the session
 		return
@@ -315,6 +325,29 @@ func (s *session) serveStream(st *Stream) {
 		return
 	}
 	st.Close()
+}
+
+// served tells of the end of a stream's service: its event, and its debug
+// line if the stream's opening was logged.
+func (st *Stream) served() {
+	s := st.sess
+	if s.h.cfg.Hooks.Event != nil && st.replied.Load() && !st.rejected.Load() {
+		_, closes := streamEvents(st.endpoint)
+		s.h.event(Event{Type: closes, SessionID: s.id, PeerID: st.peer.ID, Endpoint: st.endpoint, Namespace: st.namespace})
+	}
+	if !st.opened.IsZero() {
+		s.logger().Debug("stream closed", "stream", st.ID(), "endpoint", st.endpoint, "namespace", channel.Clip(st.namespace), "peer", channel.Clip(st.peer.ID),
+			"duration", time.Since(st.opened).Round(time.Millisecond), "bytes_in", st.in.Load(), "bytes_out", st.out.Load())
+	}
+}
+
+// detach ends the service of a stream its endpoint read inline, when the
+// endpoint is done with it.
+func (st *Stream) detach() {
+	st.Close()
+	st.sess.h.byEndpoint[st.endpoint].Add(-1)
+	st.served()
+	st.sess.streamEnded()
 }
 
 // identity returns who the session is under claims c: the sub and meta of
@@ -377,20 +410,20 @@ func (s *session) refresh(token string) (e *channel.Error, closed bool) {
 	}
 	c, err := v.Verify(token)
 	if err != nil {
-		s.log.Info("token refresh refused", "err", err)
+		s.logger().Info("token refresh refused", "err", err)
 		return channel.Errorf(channel.CodeForbidden, "%s: the session keeps its current token", auth.CloseReason(err)), false
 	}
 	s.refreshMu.Lock()
 	defer s.refreshMu.Unlock()
 	if old := s.claims.Load(); c.Subject != old.Subject {
-		s.log.Warn("closing session: refresh token for another sub", "new_sub", channel.Clip(c.Subject))
+		s.logger().Warn("closing session: refresh token for another sub", "new_sub", channel.Clip(c.Subject))
 		s.close(channel.CloseUnauthorized, "token refresh for another sub")
 		return nil, true
 	}
 	s.claims.Store(c)
 	s.who.Store(s.identity(c))
 	s.expiry.Reset(time.Until(c.ValidUntil))
-	s.log.Debug("token refreshed", "exp", c.ExpiresAt)
+	s.logger().Debug("token refreshed", "exp", c.ExpiresAt)
 	return nil, false
 }
 
@@ -406,12 +439,12 @@ func (s *session) streamEnded() {
 // close timeout.
 func (s *session) finish(st *Stream, e *channel.Error) {
 	if e != nil {
-		s.log.Debug("stream rejected", "stream", st.ID(), "code", e.Code, "message", e.Message)
+		s.logger().Debug("stream rejected", "stream", st.ID(), "code", e.Code, "message", e.Message)
 		st.Reject(e)
 		switch e.Code {
 		case channel.CodeBadHeader, channel.CodeUnknownEndpoint, channel.CodeBadNamespace, channel.CodeBadToken:
 			if n := s.headerErrors.Add(1); n > int64(s.h.cfg.MaxHeaderErrors) {
-				s.log.Warn("closing session: too many malformed headers", "count", n)
+				s.logger().Warn("closing session: too many malformed headers", "count", n)
 				s.close(channel.CloseProtocolError, fmt.Sprintf("more than %d malformed stream headers", s.h.cfg.MaxHeaderErrors))
 				st.Close()
 				return

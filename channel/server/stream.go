@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,11 +25,16 @@ type Stream struct {
 	replied  atomic.Bool
 	rejected atomic.Bool
 	onReject func(channel.Code) // counts failure replies, server side
-	// detached, on the server, ends the stream's service when an endpoint
-	// that read it inline is done; inline reports that it was called.
-	detached func()
-	inline   atomic.Bool
-	peer     *channel.PeerInfo // the session's, when the header was read; shared, read-only
+	// On the server: the session, and what the stream's end is told with
+	// (session.go, detach and served); opened is set when debug logging is.
+	sess      *session
+	endpoint  string
+	namespace string
+	opened    time.Time
+	inline    atomic.Bool // ReadInline was called
+	inlineF   func(p []byte)
+	done      atomic.Bool       // ReadInline's done was called
+	peer      *channel.PeerInfo // the session's, when the header was read; shared, read-only
 
 	in, out  atomic.Int64 // bytes read and written after the header, for the debug log
 	onAccept func()       // told once the endpoint accepted the stream
@@ -67,27 +71,33 @@ func (s *Stream) ReadInline(f func(p []byte), end func(err error)) (done func(),
 	if !s.replied.Load() || s.rejected.Load() {
 		return nil, errors.New("channel: ReadInline before Accept")
 	}
-	count := func(p []byte) {
-		s.in.Add(int64(len(p)))
-		f(p)
-	}
+	s.inlineF = f
 	if len(s.pre) > 0 {
 		pre := s.pre
 		s.pre = nil
-		count(pre)
+		s.countIn(pre)
 	}
-	s.sc.ReadInline(count, end)
+	s.sc.ReadInline(s.countIn, end)
 	s.inline.Store(true)
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			if s.detached != nil {
-				s.detached()
-			} else {
-				s.Close()
-			}
-		})
-	}, nil
+	return s.inlineDone, nil
+}
+
+// countIn passes inline data on, counted.
+func (s *Stream) countIn(p []byte) {
+	s.in.Add(int64(len(p)))
+	s.inlineF(p)
+}
+
+// inlineDone is ReadInline's done: once, it ends the stream's service.
+func (s *Stream) inlineDone() {
+	if !s.done.CompareAndSwap(false, true) {
+		return
+	}
+	if s.sess != nil {
+		s.detach()
+	} else {
+		s.Close()
+	}
 }
 
 func newStream(sc *mux.Stream, local, remote net.Addr) *Stream {

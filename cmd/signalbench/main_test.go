@@ -236,8 +236,9 @@ func TestIdle(t *testing.T) {
 	if res.FDsPerSession < 1.9 || res.FDsPerSession > 2.1 {
 		t.Fatalf("%.2f descriptors per session, want 2", res.FDsPerSession)
 	}
-	// Server and client both count: a read loop each.
-	if res.GoroutinesPerSession < 2 || res.HeapPerSession <= 0 || res.RSSPerSession <= 0 {
+	// Both count: the client's read loop each (an idle server session
+	// parks without one on Linux).
+	if res.GoroutinesPerSession < 1 || res.HeapPerSession <= 0 || res.RSSPerSession <= 0 {
 		t.Fatalf("per session: %.1f goroutines, heap %.0f B, RSS %.0f B", res.GoroutinesPerSession, res.HeapPerSession, res.RSSPerSession)
 	}
 }

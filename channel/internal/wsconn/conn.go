@@ -1,6 +1,6 @@
-// Package wsconn is a session's WebSocket under the multiplexer, for the
-// server and the Go client alike: one binary message per yamux frame, and
-// the close handshake with its code and reason (PROTOCOL.md section 6).
+// Package wsconn is the Go client's WebSocket under the multiplexer: one
+// binary message per yamux frame, and the close handshake with its code and
+// reason (PROTOCOL.md section 6). The server's side is package wsraw.
 package wsconn
 
 import (
@@ -15,14 +15,13 @@ import (
 	"github.com/signalchannel/signalchannel/channel"
 )
 
-// Conn is a session's WebSocket, under the multiplexer of either role: one
-// binary message per yamux frame, and the close handshake with its code and
+// Conn is a client session's WebSocket, under the multiplexer: one binary
+// message per yamux frame, and the close handshake with its code and
 // reason. The multiplexer's read loop is its one reader (NextMessage);
 // frames are written whole, under one lock (WriteFrame).
 type Conn struct {
-	// WS is the socket. Its reader is the multiplexer's; besides, a server
-	// writes control messages (a pong) on it and a client closes it once
-	// its read loop has ended.
+	// WS is the socket. Its reader is the multiplexer's; besides, the
+	// client closes it once its read loop has ended.
 	WS           *websocket.Conn
 	writeTimeout time.Duration
 
@@ -37,25 +36,17 @@ type Conn struct {
 	closeCode   int
 	closeReason string
 	readerGone  atomic.Bool // the reader has returned its last error
-
-	// client marks a client's conn: every close waits for the server's
-	// close message, whatever ended the session (a failed write, say), so
-	// that the code and reason the server sent are read.
-	client bool
 }
 
-// closeLinger is how long a close the server starts with a code waits for
-// the peer's close message, reading and discarding meanwhile: closing a
-// socket with unread input makes the kernel reset it, and the peer could
-// lose the close message and its reason.
+// closeLinger is how long a close waits for the server's close message,
+// reading and discarding meanwhile, so that the code and reason the server
+// sent are read whatever ended the session (a failed write, say).
 const closeLinger = time.Second
 
-// New wraps ws. A client's conn (client) lingers on every close for the
-// server's close message, so that its code and reason are read.
-func New(ws *websocket.Conn, writeTimeout time.Duration, client bool) *Conn {
+// New wraps ws, a client's WebSocket.
+func New(ws *websocket.Conn, writeTimeout time.Duration) *Conn {
 	return &Conn{
 		WS:           ws,
-		client:       client,
 		writeTimeout: writeTimeout,
 		closed:       make(chan struct{}),
 	}
@@ -113,17 +104,6 @@ func (c *Conn) Fail(err error) error {
 	return c.readerDone(err)
 }
 
-// Refuse closes a connection that never carried a session with code and
-// reason, as a session's close with a code does: it half-closes after the
-// close message and discards what the client still sends (the frames of a
-// stream it opened at once, say) until the client's close message or the
-// linger deadline, so that unread input does not make the kernel reset the
-// connection and lose the close message. It blocks until then.
-func (c *Conn) Refuse(code int, reason string) {
-	c.SetCloseStatus(code, reason)
-	c.Fail(nil)
-}
-
 // readerDone records that reading is over and closes the socket, unless a
 // close is still to be sent (Close does it then).
 func (c *Conn) readerDone(err error) error {
@@ -146,18 +126,17 @@ func (c *Conn) SetCloseStatus(code int, reason string) {
 }
 
 // Close sends a close message with the recorded code (1000 if none); it
-// does not wait for the peer's close message. A server's close without a
-// code closes the connection at once. A close with a code, and every close
-// of a client, lingers: the reader goes on, reading and discarding, until
-// the peer's close message or closeLinger, and closes the connection when it
-// ends. The multiplexer calls Close when the session ends.
+// does not wait for the server's close message: the reader goes on, reading
+// and discarding, until that message or closeLinger, and closes the
+// connection when it ends. The multiplexer calls Close when the session
+// ends.
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.statusMu.Lock()
 		code, reason := c.closeCode, c.closeReason
 		c.statusMu.Unlock()
-		linger := (code != 0 || c.client) && !c.readerGone.Load()
+		linger := !c.readerGone.Load()
 		if code == 0 {
 			code = channel.CloseNormal
 		}
@@ -166,13 +145,8 @@ func (c *Conn) Close() error {
 		}
 		_ = c.WS.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 		if linger {
-			// A close with a reason waits for the peer's close message:
-			// the reader discards until it comes or the deadline passes,
-			// then closes the socket. A server half-closes: its close
-			// message is the last it sends.
-			if hc, ok := c.WS.UnderlyingConn().(interface{ CloseWrite() error }); ok && !c.client {
-				hc.CloseWrite()
-			}
+			// The reader discards until the server's close message comes
+			// or the deadline passes, then closes the socket.
 			c.WS.SetReadDeadline(time.Now().Add(closeLinger))
 		} else {
 			err = c.WS.Close()
