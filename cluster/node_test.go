@@ -339,24 +339,38 @@ func TestStartServer(t *testing.T) {
 	if _, err := StartServer(ServerConfig{Listen: "127.0.0.1:0", Routes: []string{"nats://127.0.0.1:1"}}); err == nil {
 		t.Fatal("routes without a cluster address accepted")
 	}
-	// Reserve three cluster ports, then give every server the same list.
-	var addrs []string
-	for i := 0; i < 3; i++ {
-		s, err := StartServer(ServerConfig{Listen: "127.0.0.1:0", ClusterListen: "127.0.0.1:0"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, s.ClusterURL())
-		s.Shutdown()
-	}
+	// Reserve three cluster ports, then give every server the same list. A
+	// reserved port is free again once reserved, so another process may
+	// take it before its server starts: then try again with new ones.
 	var servers []*Server
-	for i := 0; i < 3; i++ {
-		s, err := StartServer(ServerConfig{Listen: "127.0.0.1:0", ClusterListen: addrs[i][len("nats://"):], Routes: addrs})
-		if err != nil {
-			t.Fatal(err)
+	for attempt := 1; servers == nil; attempt++ {
+		var addrs []string
+		for i := 0; i < 3; i++ {
+			s, err := StartServer(ServerConfig{Listen: "127.0.0.1:0", ClusterListen: "127.0.0.1:0"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs = append(addrs, s.ClusterURL())
+			s.Shutdown()
 		}
+		for i := 0; i < 3; i++ {
+			s, err := StartServer(ServerConfig{Listen: "127.0.0.1:0", ClusterListen: addrs[i][len("nats://"):], Routes: addrs})
+			if err != nil {
+				for _, s := range servers {
+					s.Shutdown()
+				}
+				servers = nil
+				if attempt == 3 {
+					t.Fatal(err)
+				}
+				t.Logf("attempt %d: %v", attempt, err)
+				break
+			}
+			servers = append(servers, s)
+		}
+	}
+	for _, s := range servers {
 		t.Cleanup(s.Shutdown)
-		servers = append(servers, s)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
