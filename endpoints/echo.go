@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -424,8 +425,13 @@ func (m *member) writeLoop() {
 			m.ended()
 		}
 	}()
+	yielded := false
 	for {
-		batch, size, state := m.take()
+		// With nothing queued, the writer first yields once: frames that
+		// arrive meanwhile go out in this batch, and a steady stream of
+		// them keeps one writer rather than starting one per frame (a new
+		// goroutine grows its stack in the write path each time).
+		batch, size, state := m.take(yielded)
 		switch {
 		case state == memberGone:
 			return
@@ -444,9 +450,13 @@ func (m *member) writeLoop() {
 				m.fail()
 				return
 			}
+			yielded = false
 		case state == memberFinishing:
 			m.s.CloseWrite()
 			return
+		case !yielded:
+			yielded = true
+			runtime.Gosched()
 		default: // open and nothing queued: take cleared running
 			final = false
 			return
@@ -480,9 +490,9 @@ func (m *member) ended() {
 }
 
 // take returns the queued frames and their size in bytes. With nothing
-// queued on an open member it marks the writer stopped, under the same lock
-// as the check, so the next Deliver starts a new one.
-func (m *member) take() (batch [][]byte, size int, state memberState) {
+// queued on an open member and stop set, it marks the writer stopped, under
+// the same lock as the check, so the next Deliver starts a new one.
+func (m *member) take(stop bool) (batch [][]byte, size int, state memberState) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.queue) > 0 {
@@ -490,7 +500,7 @@ func (m *member) take() (batch [][]byte, size int, state memberState) {
 		// the new one.
 		batch, m.queue, m.spare = m.queue, m.spare[:0], nil
 		size, m.queued = m.queued, 0
-	} else if m.state == memberOpen {
+	} else if m.state == memberOpen && stop {
 		m.running = false
 		// An idle member keeps its queue slices for the next burst,
 		// unless a large one would pin memory while nothing flows.
