@@ -343,9 +343,11 @@ type scuttlebuttReply struct {
 	MaxAge int64  `json:"maxAge"`
 }
 
-// ServeStream implements server.Endpoint. It runs model.Replicate between
-// the namespace's replica and the stream until the stream ends, in this
-// goroutine and the two that Replicate starts and waits for.
+// ServeStream implements server.Endpoint. It replicates the namespace's
+// replica with the stream (model.ReplicateInline): the session's read loop
+// feeds the replica what the member sends (server.Stream.ReadInline), and a
+// writer goroutine runs only while lines wait to be written. So an idle
+// member holds no goroutine: ServeStream returns once the member has joined.
 func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *server.Stream, req *server.Request) {
 	log := sb.cfg.Logger
 	n, err := sb.join(req.Header.Namespace)
@@ -362,79 +364,133 @@ func (sb *Scuttlebutt) ServeStream(ctx context.Context, s *server.Stream, req *s
 		s.Reject(&channel.Error{Code: code, Message: msg})
 		return
 	}
-	defer sb.leave(n)
 	if err := s.Accept(scuttlebuttReply{ID: n.m.ID(), MaxAge: sb.maxAgeMs}); err != nil {
+		sb.leave(n)
 		return
 	}
-
-	// The peer's digest id, set by Replicate's reader. The stream's keys
-	// are let go as soon as its reading side ends (FIN, reset, session
-	// end), without waiting for what is still being written to it, or
-	// after Replicate returns when it ends otherwise.
-	var (
-		source  streamSource
-		release sync.Once
-	)
-	leave := func() {
-		release.Do(func() {
-			if source.id == "" {
-				return
-			}
-			if k := n.dropSource(source, req.Header.Ephemeral); k > 0 {
-				log.Debug("scuttlebutt ephemeral keys deleted", "session", req.SessionID, "namespace", n.name, "source", source.id, "keys", k)
-			}
-			if el, ok := sb.cfg.Link.(EphemeralLink); ok && req.Header.Ephemeral {
-				el.EphemeralClose(n.name, source.id, source.owner)
-			}
-		})
-	}
-	err = n.m.Replicate(ctx, &endReader{Stream: s, onEnd: leave}, s, model.ReplicateOptions{
+	mb := &sbMember{sb: sb, n: n, s: s, req: req, ctx: ctx}
+	rep, err := n.m.ReplicateInline(ctx, s, model.ReplicateOptions{
 		QueueBytes: sb.cfg.QueueBytes,
 		Owner:      req.Owner,
-		OnDigest: func(id string) {
-			if id != "" {
-				source = streamSource{id: id, owner: req.Owner}
-				n.addSource(source)
-				if el, ok := sb.cfg.Link.(EphemeralLink); ok && req.Header.Ephemeral {
-					el.EphemeralOpen(n.name, id, req.Owner)
-				}
-			}
-		},
-	})
-	leave()
+		OnDigest:   mb.digest,
+	}, mb.over)
+	if err != nil {
+		sb.leave(n)
+		if ctx.Err() == nil {
+			s.Reset() // the namespace closed
+		}
+		return
+	}
+	mb.rep = rep
+	done, err := s.ReadInline(rep.Feed, mb.end)
+	if err != nil { // the stream was accepted: not reached
+		mb.end(err)
+		return
+	}
+	mb.setDone(done)
+}
 
+// sbMember is one stream replicating a namespace.
+type sbMember struct {
+	sb  *Scuttlebutt
+	n   *sbNamespace
+	s   *server.Stream
+	req *server.Request
+	ctx context.Context
+	rep *model.Replication
+
+	mu       sync.Mutex
+	source   streamSource // the peer's digest id, once it came
+	released bool         // the source was let go: a late digest is not counted
+	ended    bool         // the replication is over
+	done     func()       // ends the stream's service (ReadInline)
+}
+
+// digest is the replication's OnDigest: the stream's keys come from id.
+func (mb *sbMember) digest(id string) {
+	if id == "" {
+		return
+	}
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.released {
+		return
+	}
+	mb.source = streamSource{id: id, owner: mb.req.Owner}
+	mb.n.addSource(mb.source)
+	if el, ok := mb.sb.cfg.Link.(EphemeralLink); ok && mb.req.Header.Ephemeral {
+		el.EphemeralOpen(mb.n.name, id, mb.req.Owner)
+	}
+}
+
+// release lets the stream's keys go: as soon as its reading side ends (FIN,
+// reset, session end), without waiting for what is still being written to
+// it, or when the replication ends otherwise. Once.
+func (mb *sbMember) release() {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.released {
+		return
+	}
+	mb.released = true
+	src := mb.source
+	if src.id == "" {
+		return
+	}
+	if k := mb.n.dropSource(src, mb.req.Header.Ephemeral); k > 0 {
+		mb.sb.cfg.Logger.Debug("scuttlebutt ephemeral keys deleted", "session", mb.req.SessionID, "namespace", mb.n.name, "source", src.id, "keys", k)
+	}
+	if el, ok := mb.sb.cfg.Link.(EphemeralLink); ok && mb.req.Header.Ephemeral {
+		el.EphemeralClose(mb.n.name, src.id, src.owner)
+	}
+}
+
+// end is ReadInline's end: the stream's reading side is over.
+func (mb *sbMember) end(err error) {
+	mb.release()
+	mb.rep.End(err)
+}
+
+// over is the replication's end, with what model.Replicate would return.
+func (mb *sbMember) over(err error) {
+	mb.release()
+	mb.sb.leave(mb.n)
+	log, req := mb.sb.cfg.Logger, mb.req
 	var pe *model.ProtocolError
 	switch {
 	case err == nil:
-		// FIN: what was queued went out; the handler half-closes.
+		// FIN: what was queued went out; the stream's end half-closes.
 	case errors.As(err, &pe) && !pe.Remote:
-		// The error object was the last line; the handler half-closes.
+		// The error object was the last line; the stream's end half-closes.
 		log.Debug("scuttlebutt protocol error", "session", req.SessionID, "code", pe.Code, "message", pe.Message)
 	case errors.As(err, &pe):
 		log.Debug("scuttlebutt peer sent error", "session", req.SessionID, "code", pe.Code, "message", pe.Message)
-	case ctx.Err() != nil:
+	case mb.ctx.Err() != nil:
 		// The session ended or the server is shutting down.
 	default:
 		// A slow peer, the namespace closed, or the stream broke.
 		log.Debug("scuttlebutt stream ended", "session", req.SessionID, "err", err)
-		s.Reset()
+		mb.s.Reset()
+	}
+	mb.mu.Lock()
+	mb.ended = true
+	done := mb.done
+	mb.mu.Unlock()
+	if done != nil {
+		done()
 	}
 }
 
-// endReader is the reading side of a member's stream: it calls onEnd, in
-// the reading goroutine, when a Read first fails. It keeps the Stream's
-// SetReadDeadline, with which Replicate interrupts a pending Read.
-type endReader struct {
-	*server.Stream
-	onEnd func()
-}
-
-func (r *endReader) Read(p []byte) (int, error) {
-	n, err := r.Stream.Read(p)
-	if err != nil {
-		r.onEnd()
+// setDone gives the member the function that ends its stream's service,
+// and calls it if the replication is already over.
+func (mb *sbMember) setDone(done func()) {
+	mb.mu.Lock()
+	mb.done = done
+	ended := mb.ended
+	mb.mu.Unlock()
+	if ended {
+		done()
 	}
-	return n, err
 }
 
 // errClosed is returned by join after Close.

@@ -123,7 +123,7 @@ func FuzzReplicate(f *testing.F) {
 		if owned {
 			opts.Owner = "P"
 		}
-		err := m.Replicate(context.Background(), &chunkReader{data: input, sizes: chunking}, &out, opts)
+		err := replicate(m, context.Background(), &chunkReader{data: input, sizes: chunking}, &out, opts)
 		var pe *model.ProtocolError
 		if err != nil && !errors.As(err, &pe) {
 			t.Fatalf("Replicate returned %v", err)

@@ -14,8 +14,64 @@ import (
 	"github.com/signalchannel/signalchannel/model"
 )
 
+// The suite runs twice: with Model.Replicate, then with every Replicate of
+// the tests made through Model.ReplicateInline (replicateInline).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(bothReplicates{m})
+}
+
+type bothReplicates struct{ m *testing.M }
+
+func (b bothReplicates) Run() int {
+	if code := b.m.Run(); code != 0 {
+		return code
+	}
+	replicate = replicateInline
+	return b.m.Run()
+}
+
+// replicate is the Replicate under test.
+var replicate = func(m *model.Model, ctx context.Context, r io.Reader, w io.Writer, opts model.ReplicateOptions) error {
+	return m.Replicate(ctx, r, w, opts)
+}
+
+// replicateInline runs m.ReplicateInline as Replicate runs: a goroutine
+// reads r in small pieces, as a session's read loop would, and feeds them;
+// it returns onDone's error once the reader has ended too, interrupting it
+// as Replicate does if the stream ended first.
+func replicateInline(m *model.Model, ctx context.Context, r io.Reader, w io.Writer, opts model.ReplicateOptions) error {
+	done := make(chan error, 1)
+	rep, err := m.ReplicateInline(ctx, w, opts, func(err error) { done <- err })
+	if err != nil {
+		return err
+	}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		buf := make([]byte, 13) // lines split across feeds
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				rep.Feed(buf[:n])
+			}
+			if err != nil {
+				rep.End(err)
+				return
+			}
+		}
+	}()
+	err = <-done
+	select {
+	case <-readerDone:
+	default:
+		if d, ok := r.(interface{ SetReadDeadline(time.Time) error }); !ok || d.SetReadDeadline(time.Unix(1, 0)) != nil {
+			if c, ok := r.(io.Closer); ok {
+				c.Close()
+			}
+		}
+		<-readerDone
+	}
+	return err
 }
 
 // t0 is the start of fake time in tests: a realistic epoch in milliseconds.
@@ -86,8 +142,8 @@ func connect(t testing.TB, a, b *model.Model) (stop func() (errA, errB error)) {
 	var wg sync.WaitGroup
 	var errA, errB error
 	wg.Add(2)
-	go func() { defer wg.Done(); errA = a.Replicate(ctx, baR, abW, model.ReplicateOptions{}) }()
-	go func() { defer wg.Done(); errB = b.Replicate(ctx, abR, baW, model.ReplicateOptions{}) }()
+	go func() { defer wg.Done(); errA = replicate(a, ctx, baR, abW, model.ReplicateOptions{}) }()
+	go func() { defer wg.Done(); errB = replicate(b, ctx, abR, baW, model.ReplicateOptions{}) }()
 	var once sync.Once
 	stop = func() (error, error) {
 		once.Do(func() { cancel(); wg.Wait() })
@@ -112,7 +168,7 @@ func newPeer(t testing.TB, ctx context.Context, m *model.Model, opts model.Repli
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	p := &peer{t: t, w: inW, r: outR, lines: make(chan string, 1<<16), done: make(chan error, 1)}
-	go func() { p.done <- m.Replicate(ctx, inR, outW, opts) }()
+	go func() { p.done <- replicate(m, ctx, inR, outW, opts) }()
 	go func() {
 		defer close(p.lines)
 		br := bufio.NewReaderSize(outR, 1<<20)

@@ -35,7 +35,11 @@ type Model struct {
 	live      int                 // records whose value is not null
 	lastLocal float64             // timestamp of the last local write
 	subs      map[subscriber]struct{}
-	closed    bool
+	// waiting holds ReplicateInline streams that receive no updates (before
+	// the peer's digest, or writing what was queued after the peer's EOF)
+	// but must hear of Close: made when first needed.
+	waiting map[subscriber]struct{}
+	closed  bool
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -118,7 +122,10 @@ func (m *Model) Close() error {
 		for s := range m.subs {
 			s.close()
 		}
-		m.subs = nil
+		for s := range m.waiting {
+			s.close()
+		}
+		m.subs, m.waiting = nil, nil
 		m.mu.Unlock()
 		close(m.done)
 		m.wg.Wait()

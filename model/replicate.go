@@ -101,10 +101,21 @@ func (m *Model) Replicate(ctx context.Context, r io.Reader, w io.Writer, opts Re
 	digest := appendDigestFit(nil, Digest{ID: m.id, Clock: m.clock}, m.opts.MaxLineBytes)
 	m.mu.Unlock()
 
-	s := &stream{m: m, opts: opts, wake: make(chan struct{}, 1), aborted: make(chan struct{})}
+	s := &stream{m: m, opts: opts, wake: make(chan struct{}, 1), aborted: make(chan struct{}), digest: digest}
 	writerDone := make(chan error, 1)
 	readerDone := make(chan error, 1)
-	go func() { writerDone <- s.writeLoop(ctx, w, digest) }()
+	wait := func() (bool, error) {
+		select {
+		case <-s.wake:
+			return true, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	go func() {
+		_, err := s.writeLoop(w, wait)
+		writerDone <- err
+	}()
 	go func() { readerDone <- s.readLoop(r) }()
 	defer m.unsubscribe(s)
 
@@ -193,10 +204,25 @@ func interruptWrite(w io.Writer) {
 	}
 }
 
-// unsubscribe stops delivering changes to s.
+// unsubscribe stops delivering changes to s. An inline stream that is not
+// over still hears of Close (waiting).
 func (m *Model) unsubscribe(s *stream) {
 	m.mu.Lock()
 	delete(m.subs, s)
+	if s.inline != nil && !s.inline.over.Load() && !m.closed {
+		if m.waiting == nil {
+			m.waiting = make(map[subscriber]struct{})
+		}
+		m.waiting[s] = struct{}{}
+	}
+	m.mu.Unlock()
+}
+
+// forget lets an inline stream that is over go.
+func (m *Model) forget(s *stream) {
+	m.mu.Lock()
+	delete(m.subs, s)
+	delete(m.waiting, s)
 	m.mu.Unlock()
 }
 
@@ -218,13 +244,28 @@ type stream struct {
 	errLine    *ProtocolError // write this error object, then stop
 	stopErr    error          // stop at once with this error
 	urgent     atomic.Bool    // errLine or stopErr is set
-	wake       chan struct{}  // capacity 1: the writer has work
-	aborted    chan struct{}  // closed by abortLocked
+	wake       chan struct{}  // capacity 1: the writer has work (Replicate)
+	aborted    chan struct{}  // closed by abortLocked (Replicate)
 	isAborted  bool
 	spareQueue []event
+
+	// The writer's own, across its runs.
+	digest []byte             // the Model's digest, written first
+	peer   map[string]float64 // what the peer has, as far as the writer knows
+
+	// ReplicateInline's (inline.go): a writer goroutine runs only while
+	// there is something to write.
+	inline  *Replication
+	running bool // a writer goroutine runs; under mu
 }
 
+// signal tells the writer it has work: it wakes Replicate's writer, or
+// starts ReplicateInline's if none runs. s.mu must be held.
 func (s *stream) signal() {
+	if s.inline != nil {
+		s.inline.kickLocked()
+		return
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -266,7 +307,11 @@ func (s *stream) abortLocked(err error) {
 	s.signal()
 	if !s.isAborted {
 		s.isAborted = true
-		close(s.aborted)
+		if s.inline != nil {
+			interruptWrite(s.inline.w) // the writer may be blocked in Write
+		} else {
+			close(s.aborted)
+		}
 	}
 }
 
@@ -277,16 +322,16 @@ func (s *stream) stop(err error, errLine *ProtocolError) {
 		s.stopErr, s.errLine = err, errLine
 	}
 	s.urgent.Store(true)
-	s.mu.Unlock()
 	s.signal()
+	s.mu.Unlock()
 }
 
 // finish makes the writer write what is queued and end.
 func (s *stream) finish() {
 	s.mu.Lock()
 	s.finishing = true
-	s.mu.Unlock()
 	s.signal()
+	s.mu.Unlock()
 }
 
 // readBuffer is the read buffer of a replicating stream.
@@ -374,11 +419,12 @@ func (m *Model) attach(s *stream, clock map[string]float64) error {
 		s.history = h
 		s.peerClock = clock
 		s.sendSync = true
+		s.signal()
 	}
 	s.mu.Unlock()
 	if !stopped {
 		m.subs[s] = struct{}{}
-		s.signal()
+		delete(m.waiting, s)
 	}
 	return nil
 }
@@ -391,12 +437,16 @@ const writeChunk = 32 << 10
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, writeChunk); return &b }}
 
 // writeLoop writes the digest, then history, "SYNC" and live updates as they
-// are queued, until stopped or finished.
-func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) error {
-	if _, err := w.Write(digest); err != nil {
-		return fmt.Errorf("model: replicate write: %w", err)
+// are queued, until stopped or finished (over true). With nothing to write
+// it calls wait, and returns (over false) if wait says so.
+func (s *stream) writeLoop(w io.Writer, wait func() (bool, error)) (over bool, err error) {
+	if s.digest != nil {
+		_, err := w.Write(s.digest)
+		s.digest = nil
+		if err != nil {
+			return true, fmt.Errorf("model: replicate write: %w", err)
+		}
 	}
-	var peer map[string]float64
 	var held *[]byte // the pooled buffer buf came from, while the writer has work
 	var buf []byte
 	take := func() {
@@ -433,18 +483,18 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 			s.mu.Unlock()
 			_, err := w.Write(AppendError(nil, pe.Code, pe.Message))
 			if err != nil {
-				return fmt.Errorf("model: replicate write: %w", err)
+				return true, fmt.Errorf("model: replicate write: %w", err)
 			}
-			return nil
+			return true, nil
 		}
 		if s.stopErr != nil {
 			err := s.stopErr
 			s.mu.Unlock()
-			return err
+			return true, err
 		}
 		hist, sendSync, live, finishing := s.history, s.sendSync, s.live, s.finishing
 		if s.peerClock != nil {
-			peer, s.peerClock = s.peerClock, nil
+			s.peer, s.peerClock = s.peerClock, nil
 		}
 		s.history, s.sendSync = nil, false
 		s.live, s.spareQueue = s.spareQueue[:0], nil
@@ -453,19 +503,18 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 
 		if len(hist) == 0 && !sendSync && len(live) == 0 {
 			if finishing {
-				return nil
+				return true, nil
 			}
 			release()
-			select {
-			case <-s.wake:
-			case <-ctx.Done():
-				return ctx.Err()
+			if more, err := wait(); !more {
+				return err != nil, err
 			}
 			continue
 		}
-		if peer == nil {
-			peer = make(map[string]float64)
+		if s.peer == nil {
+			s.peer = make(map[string]float64)
 		}
+		peer := s.peer
 		take()
 		sortHistory(hist)
 		for i := range hist {
@@ -477,7 +526,7 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 					break
 				}
 				if err := flush(); err != nil {
-					return err
+					return true, err
 				}
 			}
 		}
@@ -499,7 +548,7 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 					break
 				}
 				if err := flush(); err != nil {
-					return err
+					return true, err
 				}
 			}
 		}
@@ -508,7 +557,7 @@ func (s *stream) writeLoop(ctx context.Context, w io.Writer, digest []byte) erro
 			continue // the stop or error line is handled at the top
 		}
 		if err := flush(); err != nil {
-			return err
+			return true, err
 		}
 		clear(live)
 		s.mu.Lock()

@@ -276,7 +276,7 @@ func TestReplicateCancel(t *testing.T) {
 		defer c2.Close()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- m.Replicate(ctx, c1, c1, model.ReplicateOptions{}) }()
+		go func() { done <- replicate(m, ctx, c1, c1, model.ReplicateOptions{}) }()
 		// Nobody reads: the writer is blocked writing the digest.
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
@@ -298,7 +298,7 @@ func TestReplicateCancel(t *testing.T) {
 		m := newModel(t, "S", clk)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if err := m.Replicate(ctx, strings.NewReader(""), io.Discard, model.ReplicateOptions{}); !errors.Is(err, context.Canceled) {
+		if err := replicate(m, ctx, strings.NewReader(""), io.Discard, model.ReplicateOptions{}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -324,7 +324,7 @@ func TestReplicateCancel(t *testing.T) {
 			outR, outW := io.Pipe() // never read
 			defer outR.Close()
 			done := make(chan error, 1)
-			go func() { done <- m.Replicate(ctx, inR, outW, model.ReplicateOptions{}) }()
+			go func() { done <- replicate(m, ctx, inR, outW, model.ReplicateOptions{}) }()
 			if _, err := io.WriteString(inW, `{"id":"P","clock":{}}`+"\n"); err != nil {
 				t.Fatal(err)
 			}
@@ -369,7 +369,7 @@ func TestReplicateSlowPeer(t *testing.T) {
 	outR, outW := io.Pipe()
 	defer outR.Close()
 	done2 := make(chan error, 1)
-	go func() { done2 <- m.Replicate(t.Context(), inR, outW, model.ReplicateOptions{QueueBytes: 4096}) }()
+	go func() { done2 <- replicate(m, t.Context(), inR, outW, model.ReplicateOptions{QueueBytes: 4096}) }()
 	go func() { _, _ = io.WriteString(inW, `{"id":"P","clock":{}}`+"\n") }()
 	waitFor(t, 5*time.Second, func() error {
 		if m.Stats().Subscribers < 2 {
@@ -410,15 +410,17 @@ func TestReplicateModelClose(t *testing.T) {
 	if err := p.result(); !errors.Is(err, model.ErrClosed) {
 		t.Fatalf("got %v", err)
 	}
-	if err := m.Replicate(t.Context(), strings.NewReader(""), io.Discard, model.ReplicateOptions{}); !errors.Is(err, model.ErrClosed) {
+	if err := replicate(m, t.Context(), strings.NewReader(""), io.Discard, model.ReplicateOptions{}); !errors.Is(err, model.ErrClosed) {
 		t.Fatalf("Replicate after Close: %v", err)
 	}
-	// Before the digest, too: the stream is not subscribed yet.
+	// Before the digest, too: the stream is not subscribed yet. It ends
+	// when the digest comes (Replicate) or at once (ReplicateInline), when
+	// the send may find the input closed.
 	m2 := model.New(model.Options{ID: "S2", Now: clk.Now})
 	p2 := newPeer(t, t.Context(), m2, model.ReplicateOptions{})
 	p2.next()
 	m2.Close()
-	p2.send(`{"id":"P","clock":{}}` + "\n")
+	p2.sendAsync(`{"id":"P","clock":{}}` + "\n")
 	if err := p2.result(); !errors.Is(err, model.ErrClosed) {
 		t.Fatalf("got %v", err)
 	}
