@@ -15,7 +15,8 @@ type Replication struct {
 	ctx    context.Context
 	w      io.Writer
 	onDone func(error)
-	stopFn func() bool // undoes the ctx AfterFunc
+	stopFn func() bool // undoes the ctx AfterFunc; set under s.mu before ready
+	ready  bool        // under s.mu: writers may start
 
 	over atomic.Bool // onDone was called: Feed and End do nothing
 
@@ -50,9 +51,19 @@ func (m *Model) ReplicateInline(ctx context.Context, w io.Writer, opts Replicate
 	r := &Replication{ctx: ctx, w: w, onDone: onDone}
 	s := &stream{m: m, opts: opts, inline: r}
 	r.s = s
+	// No writer starts before ready: an early signal (ctx cancelled, the
+	// Model closed) only records its work, and the writer that ends the
+	// stream finds stopFn set and the stream registered.
+	s.mu.Lock()
+	r.stopFn = context.AfterFunc(ctx, func() {
+		s.stop(ctx.Err(), nil)
+		interruptWrite(w)
+	})
+	s.mu.Unlock()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
+		r.stopFn()
 		return nil, ErrClosed
 	}
 	s.digest = appendDigestFit(nil, Digest{ID: m.id, Clock: m.clock}, m.opts.MaxLineBytes)
@@ -61,11 +72,8 @@ func (m *Model) ReplicateInline(ctx context.Context, w io.Writer, opts Replicate
 	}
 	m.waiting[s] = struct{}{} // until the peer's digest: Close reaches it
 	m.mu.Unlock()
-	r.stopFn = context.AfterFunc(ctx, func() {
-		s.stop(ctx.Err(), nil)
-		interruptWrite(w)
-	})
 	s.mu.Lock()
+	r.ready = true
 	s.signal() // the digest
 	s.mu.Unlock()
 	return r, nil
@@ -75,7 +83,7 @@ func (m *Model) ReplicateInline(ctx context.Context, w io.Writer, opts Replicate
 // s.mu must be held.
 func (r *Replication) kickLocked() {
 	s := r.s
-	if s.running || r.over.Load() {
+	if s.running || !r.ready || r.over.Load() {
 		return
 	}
 	s.running = true
@@ -116,9 +124,10 @@ func (r *Replication) finish(err error) {
 	}
 	r.over.Store(true)
 	s.running = false
+	stop := r.stopFn
 	s.mu.Unlock()
 	s.m.forget(s)
-	r.stopFn()
+	stop()
 	r.onDone(err)
 }
 

@@ -414,7 +414,7 @@ func (m *Model) attach(s *stream, clock map[string]float64) error {
 	}
 	h := m.historyLocked(clock)
 	s.mu.Lock()
-	stopped := s.stopErr != nil || s.errLine != nil || s.finishing
+	stopped := s.stopErr != nil || s.errLine != nil || s.finishing || s.inline != nil && s.inline.over.Load()
 	if !stopped {
 		s.history = h
 		s.peerClock = clock

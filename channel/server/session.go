@@ -139,9 +139,14 @@ func (s *session) close(code int, reason string) {
 // when input comes: wsraw.Options.Resume) or ends; at the end it waits for
 // the session's streams and lets the session go.
 func (s *session) run() {
-	if err := s.mux.Run(); errors.Is(err, mux.ErrParked) {
+	err := s.mux.Run()
+	if errors.Is(err, mux.ErrParked) {
 		return
 	}
+	// Reading is over, whatever ended it (a failed write in the read
+	// loop, say, which the conn did not see): the conn lets go of the
+	// socket and of its place in the epoll set.
+	s.conn.ReadFailed(err)
 	s.end()
 }
 

@@ -18,7 +18,10 @@ type sessionCtx session
 func (s *session) context() context.Context { return (*sessionCtx)(s) }
 
 func (c *sessionCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *sessionCtx) Value(key any) any           { return c.h.ctx.Value(key) }
+
+// Value is the Handler context's, without its cancellation: context.Cause
+// of a session's context then falls back to its own Err.
+func (c *sessionCtx) Value(key any) any { return context.WithoutCancel(c.h.ctx).Value(key) }
 
 func (c *sessionCtx) Done() <-chan struct{} {
 	c.ctxMu.Lock()

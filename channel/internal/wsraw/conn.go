@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -78,6 +79,12 @@ type Conn struct {
 	left    int64   // the frame's payload bytes not yet read
 	msgLen  int64   // the message's length so far
 	readErr error   // sticky: the read that failed
+
+	// Streaming: a session whose input keeps coming right after it parks
+	// waits for it in its goroutine instead (Park).
+	parkedAt int64 // when it last parked (nanotime), until it runs again
+	waitFrom int64 // when it began to wait in its goroutine, until input came
+	quick    uint8 // wakes in a row that came within quickWake of the park
 
 	wmu       sync.Mutex // one writer at a time
 	closeSent bool       // under wmu
@@ -239,7 +246,14 @@ func (c *Conn) control(h header) error {
 		if c.onPing != nil {
 			return c.onPing(p)
 		}
-		return c.WritePong(p, time.Now().Add(c.writeTimeout))
+		// As gorilla's default: a pong that cannot go out (the close was
+		// sent, or the peer does not read) does not end reading.
+		err := c.WritePong(p, time.Now().Add(c.writeTimeout))
+		var ne net.Error
+		if errors.Is(err, ErrCloseSent) || errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
 	case opPong:
 		return nil
 	}
@@ -330,6 +344,12 @@ func (c *Conn) fill() error {
 	}
 	n, err := c.nc.Read(b[c.w:])
 	c.w += n
+	if c.waitFrom != 0 {
+		if nanotime()-c.waitFrom > int64(quickWake) {
+			c.quick = 0 // the stream paused: park at the next message
+		}
+		c.waitFrom = 0
+	}
 	if n == 0 && err != nil {
 		c.readErr = err
 		c.release()
@@ -337,6 +357,19 @@ func (c *Conn) fill() error {
 	}
 	return nil
 }
+
+// A session that parks and has input again within quickWake,
+// streamingWakes times in a row, is streaming: at the end of a message it
+// waits for the next in its goroutine, as a blocking read does, until one
+// takes longer than quickWake to come. Parking costs a system call and a
+// new goroutine at each wake; a stream of messages should not pay them for
+// every message, and an idle session parks at its next message.
+const (
+	quickWake      = 20 * time.Millisecond
+	streamingWakes = 16
+)
+
+var nanotime = func() int64 { return time.Now().UnixNano() }
 
 // release gives an emptied pooled buffer back.
 func (c *Conn) release() {
@@ -346,16 +379,41 @@ func (c *Conn) release() {
 	}
 }
 
+// parkYields is how many times Park yields and looks again before it parks.
+const parkYields = 1
+
 // Park waits for the next message without a goroutine, if it can: see
 // mux.Parker. It reads what has already come without blocking; with nothing
 // there, it hands the connection to the epoll set and returns true.
 func (c *Conn) Park() bool {
-	if !c.park.able() || c.readErr != nil || c.inMsg || c.left > 0 || c.buf != nil && c.r < c.w {
+	if !c.park.able() {
+		return false
+	}
+	if c.parkedAt != 0 { // running again after a park
+		if nanotime()-c.parkedAt < int64(quickWake) {
+			c.quick = min(c.quick+1, streamingWakes)
+		} else {
+			c.quick = 0
+		}
+		c.parkedAt = 0
+	}
+	if c.readErr != nil || c.inMsg || c.left > 0 || c.buf != nil && c.r < c.w {
+		return false
+	}
+	if c.quick >= streamingWakes {
+		c.waitFrom = nanotime() // streaming: fill reads, waiting in this goroutine
 		return false
 	}
 	c.release()
 	b := readBufs.Get().(*[]byte)
 	n, err := c.park.tryRead(*b)
+	for i := 0; i < parkYields && n == 0 && errors.Is(err, syscall.EAGAIN); i++ {
+		// Again after a yield: the next message of a peer sending a
+		// stream of them is usually there by then, and the session goes
+		// on in this goroutine rather than parking and starting another.
+		runtime.Gosched()
+		n, err = c.park.tryRead(*b)
+	}
 	switch {
 	case n > 0:
 		c.buf, c.r, c.w = b, 0, n
@@ -374,7 +432,12 @@ func (c *Conn) Park() bool {
 		c.readErr = err
 		return false
 	}
-	return c.park.park(&c.closing)
+	c.parkedAt = nanotime() // before: once parked, c is another goroutine's
+	if !c.park.park(&c.closing) {
+		c.parkedAt = 0
+		return false
+	}
+	return true
 }
 
 // ReadFailed ends reading on err, keeping the peer's close message if that

@@ -309,7 +309,7 @@ func TestMaskBytes(t *testing.T) {
 	for range 2000 {
 		key := [4]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())}
 		pos := r.IntN(4)
-		b := make([]byte, r.IntN(100))
+		b := make([]byte, r.IntN(200))
 		for i := range b {
 			b[i] = byte(r.Uint32())
 		}
@@ -522,4 +522,89 @@ func TestManyParked(t *testing.T) {
 		t.Fatalf("%d of %d woke with their message", woke.Load(), n)
 	}
 	waitPollerGone(t)
+}
+
+func BenchmarkMaskBytes(b *testing.B) {
+	buf := make([]byte, 32<<10)
+	key := [4]byte{1, 2, 3, 4}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		maskBytes(key, 1, buf)
+	}
+}
+
+// A session whose input comes right after each park, streamingWakes times
+// in a row, waits for the next message in its goroutine; once a message is
+// slow to come, it parks again.
+func TestStreamingWaitsInItsGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("parking is Linux's epoll")
+	}
+	var now atomic.Int64
+	now.Store(1)
+	defer func(f func() int64) { nanotime = f }(nanotime)
+	nanotime = now.Load
+	cl, sv := tcpPair(t)
+	resumed := make(chan struct{}, 1)
+	c := New(sv, Options{WriteTimeout: 5 * time.Second, Resume: func() { resumed <- struct{}{} }})
+	send := func() {
+		t.Helper()
+		if _, err := cl.Write(clientFrame(true, opBinary, []byte("x"), true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitResumed := func() {
+		t.Helper()
+		select {
+		case <-resumed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("not resumed")
+		}
+	}
+	if !c.Park() {
+		t.Fatal("did not park")
+	}
+	for i := range streamingWakes {
+		now.Add(int64(quickWake / 2)) // input soon after the park
+		send()
+		waitResumed()
+		waitReadable(t, c)
+		if c.Park() {
+			t.Fatalf("wake %d: parked with input", i)
+		}
+		if _, err := readMessage(c); err != nil {
+			t.Fatal(err)
+		}
+		parked := c.Park()
+		if i < streamingWakes-1 && !parked {
+			t.Fatalf("wake %d: did not park", i)
+		}
+		if i == streamingWakes-1 && parked {
+			t.Fatal("streaming, yet parked")
+		}
+	}
+	// Streaming: the read waits here; a message slow to come ends it.
+	got := make(chan error, 1)
+	go func() {
+		_, err := readMessage(c)
+		got <- err
+	}()
+	now.Add(int64(2 * quickWake))
+	send()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if !c.Park() {
+		t.Fatal("did not park after the stream paused")
+	}
+	c.SetCloseStatus(4000, "done")
+	go c.Close()
+	waitResumed()
+	cl.Write(clientFrame(true, opClose, []byte{0x0f, 0xa0}, true))
+	for {
+		if _, err := readMessage(c); err != nil {
+			break
+		}
+	}
+	c.ReadFailed(errors.New("done"))
 }
