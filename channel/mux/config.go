@@ -32,6 +32,12 @@ type Parker interface {
 	Park() bool
 }
 
+// PartsWriter is a Conn that writes a frame given as its header and its
+// body, as one message, sparing the Session a copy of the body.
+type PartsWriter interface {
+	WriteFrameParts(header, body []byte) error
+}
+
 // Config tunes a Session.
 type Config struct {
 	Client       bool          // the client role: opens odd stream ids

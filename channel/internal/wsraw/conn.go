@@ -459,6 +459,15 @@ func (c *Conn) WriteFrame(frame []byte) error {
 	return c.writeLocked(opBinary, frame, time.Now().Add(c.writeTimeout))
 }
 
+// WriteFrameParts sends a frame given as its header and body as one binary
+// message (mux.PartsWriter): a small one copied once into a pooled buffer
+// behind the WebSocket header, a large one written with writev.
+func (c *Conn) WriteFrameParts(header, body []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked2(opBinary, header, body, time.Now().Add(c.writeTimeout))
+}
+
 // WritePong answers a ping.
 func (c *Conn) WritePong(data []byte, deadline time.Time) error {
 	return c.writeControl(opPong, data, deadline)
@@ -473,6 +482,11 @@ func (c *Conn) writeControl(op byte, data []byte, deadline time.Time) error {
 }
 
 func (c *Conn) writeLocked(op byte, p []byte, deadline time.Time) error {
+	return c.writeLocked2(op, nil, p, deadline)
+}
+
+// writeLocked2 writes one message whose payload is head then p.
+func (c *Conn) writeLocked2(op byte, head, p []byte, deadline time.Time) error {
 	switch {
 	case c.closeSent:
 		return ErrCloseSent
@@ -487,17 +501,25 @@ func (c *Conn) writeLocked(op byte, p []byte, deadline time.Time) error {
 		return err
 	}
 	var err error
-	if len(p) <= smallWrite {
+	size := len(head) + len(p)
+	if size <= smallWrite {
 		bp := writeBufs.Get().(*[]byte)
 		b := *bp
-		n := putHeader(b, op, len(p))
+		n := putHeader(b, op, size)
+		n += copy(b[n:], head)
 		n += copy(b[n:], p)
 		_, err = c.nc.Write(b[:n])
 		writeBufs.Put(bp)
 	} else {
-		var hdr [10]byte
-		n := putHeader(hdr[:], op, len(p))
-		bufs := net.Buffers{hdr[:n], p}
+		var hdr [10 + 16]byte // the WebSocket header, then head (a yamux header)
+		n := putHeader(hdr[:], op, size)
+		var bufs net.Buffers
+		if len(head) <= len(hdr)-n {
+			n += copy(hdr[n:], head)
+			bufs = net.Buffers{hdr[:n], p}
+		} else {
+			bufs = net.Buffers{hdr[:n], head, p}
+		}
 		_, err = bufs.WriteTo(c.nc)
 	}
 	if err != nil {

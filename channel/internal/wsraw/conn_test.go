@@ -183,6 +183,19 @@ func TestWritesAndTheirSizes(t *testing.T) {
 			t.Fatalf("%d bytes: op %d, %d bytes back", n, op, len(got))
 		}
 	}
+	// A header and a body as one message, on both sides of the copy's edge
+	// and with a header too long to share the WebSocket header's array.
+	for _, hn := range []int{12, 40} {
+		head := bytes.Repeat([]byte{0xee}, hn)
+		for _, n := range []int{0, 100, smallWrite - hn, smallWrite - hn + 1, 0x10000} {
+			p := bytes.Repeat([]byte{byte(n)}, n)
+			go c.WriteFrameParts(head, p)
+			op, got := serverFrame(t, cl)
+			if op != opBinary || !bytes.Equal(got, append(bytes.Clone(head), p...)) {
+				t.Fatalf("header %d, body %d: op %d, %d bytes back", hn, n, op, len(got))
+			}
+		}
+	}
 }
 
 // Each frame no client may send closes with 1002 and a reason a person can
