@@ -455,29 +455,21 @@ func (m *Session) writeControl(typ uint8, flags uint16, id, length uint32, st *S
 
 // writeData sends p on stream st as one data frame with flags.
 func (m *Session) writeData(st *Stream, flags uint16, p []byte) error {
+	var h [headerSize]byte
+	putHeader(h[:], typeData, flags, st.id, uint32(len(p)))
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	if st.rstSent.Load() {
+		return ErrStreamReset
+	}
 	if pw, ok := m.conn.(PartsWriter); ok {
-		// The header and the body go out as one message, copied once
-		// (or not at all) by the conn.
-		var h [headerSize]byte
-		putHeader(h[:], typeData, flags, st.id, uint32(len(p)))
-		m.wmu.Lock()
-		defer m.wmu.Unlock()
-		if st.rstSent.Load() {
-			return ErrStreamReset
-		}
+		// The conn copies header and body once (or not at all).
 		return pw.WriteFrameParts(h[:], p)
 	}
 	f := getBuf(headerSize + len(p))
-	putHeader(f, typeData, flags, st.id, uint32(len(p)))
+	copy(f, h[:])
 	copy(f[headerSize:], p)
-	m.wmu.Lock()
-	var err error
-	if st.rstSent.Load() {
-		err = ErrStreamReset
-	} else {
-		err = m.conn.WriteFrame(f)
-	}
-	m.wmu.Unlock()
+	err := m.conn.WriteFrame(f)
 	putBuf(f)
 	return err
 }

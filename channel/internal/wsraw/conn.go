@@ -456,7 +456,7 @@ func (c *Conn) ReadFailed(err error) error {
 func (c *Conn) WriteFrame(frame []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.writeLocked(opBinary, frame, time.Now().Add(c.writeTimeout))
+	return c.writeLocked(opBinary, nil, frame, time.Now().Add(c.writeTimeout))
 }
 
 // WriteFrameParts sends a frame given as its header and body as one binary
@@ -465,7 +465,7 @@ func (c *Conn) WriteFrame(frame []byte) error {
 func (c *Conn) WriteFrameParts(header, body []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.writeLocked2(opBinary, header, body, time.Now().Add(c.writeTimeout))
+	return c.writeLocked(opBinary, header, body, time.Now().Add(c.writeTimeout))
 }
 
 // WritePong answers a ping.
@@ -478,15 +478,12 @@ func (c *Conn) WritePong(data []byte, deadline time.Time) error {
 func (c *Conn) writeControl(op byte, data []byte, deadline time.Time) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.writeLocked(op, data, deadline)
+	return c.writeLocked(op, nil, data, deadline)
 }
 
-func (c *Conn) writeLocked(op byte, p []byte, deadline time.Time) error {
-	return c.writeLocked2(op, nil, p, deadline)
-}
-
-// writeLocked2 writes one message whose payload is head then p.
-func (c *Conn) writeLocked2(op byte, head, p []byte, deadline time.Time) error {
+// writeLocked writes one message of op whose payload is head then p; c.wmu
+// must be held.
+func (c *Conn) writeLocked(op byte, head, p []byte, deadline time.Time) error {
 	switch {
 	case c.closeSent:
 		return ErrCloseSent

@@ -452,7 +452,7 @@ func TestParkWakesOnInputAndClose(t *testing.T) {
 		t.Fatal("read after close")
 	}
 	c.ReadFailed(errors.New("done"))
-	waitPollerGone(t)
+	checkPollerGone(t)
 }
 
 // waitReadable waits until input is at hand, which c then holds.
@@ -477,9 +477,9 @@ func waitReadable(t *testing.T, c *Conn) {
 	}
 }
 
-// waitPollerGone waits for the shared epoll set to stop once no Conn is in
-// it.
-func waitPollerGone(t *testing.T) {
+// checkPollerGone checks that the shared epoll set stopped with its last
+// Conn (forget stops it before it returns).
+func checkPollerGone(t *testing.T) {
 	t.Helper()
 	pollers.mu.Lock()
 	cur := pollers.cur
@@ -534,7 +534,7 @@ func TestManyParked(t *testing.T) {
 	if woke.Load() != n {
 		t.Fatalf("%d of %d woke with their message", woke.Load(), n)
 	}
-	waitPollerGone(t)
+	checkPollerGone(t)
 }
 
 func BenchmarkMaskBytes(b *testing.B) {
