@@ -115,12 +115,14 @@ func (r *Replication) finish(err error) {
 	s := r.s
 	s.mu.Lock()
 	switch {
+	case r.ctx.Err() != nil:
+		// Ended with ctx (its AfterFunc may be still to run), whatever
+		// else the cut made of the input or the writes.
+		err = r.ctx.Err()
 	case r.result != nil:
 		err = r.result
 	case s.stopErr != nil:
-		err = s.stopErr // an abort, ctx, or a read error: not the write it interrupted
-	case r.ctx.Err() != nil:
-		err = r.ctx.Err() // ended with ctx, its AfterFunc still to run
+		err = s.stopErr // an abort or a read error: not the write it interrupted
 	}
 	r.over.Store(true)
 	s.running = false
